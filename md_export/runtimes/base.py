@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name: "float32", "int64", ...
+
+
+class Runner(abc.ABC):
+    """A loaded network: `run({"name": array}) -> {"name": array}`."""
+
+    runtime: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    @abc.abstractmethod
+    def output_names(self) -> tuple[str, ...]: ...
+
+    @abc.abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Fail on a missing input or a wrong shape before the runtime does, with the names in the message."""
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise ValueError(f"{self.runtime} runner: missing input {spec.name!r}")
+            shape = tuple(feeds[spec.name].shape)
+            if len(shape) != len(spec.shape) or any(s != e for s, e in zip(shape, spec.shape) if e > 0):
+                raise ValueError(f"{self.runtime} runner: input {spec.name!r} has shape {shape}, expected {spec.shape}")

@@ -1,0 +1,74 @@
+"""Build a preset's three networks as torch runners, with checkpoint weights where given.
+
+Checkpoint directory layout (what `save_checkpoint_dir` writes):
+    DIR/text_encoder.safetensors  (or DIR/text_encoder/ as a transformers CLIPTextModel directory)
+    DIR/unet.safetensors
+    DIR/vae_decoder.safetensors
+    DIR/vae_encoder.safetensors   (optional; calibration and parity use it)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from models import (CheckpointError, Preset, build_component, component_example_inputs, load_component,
+                    load_text_encoder_from_hf, save_component)
+
+from .errors import MdExportError
+from .pipeline import Networks
+from .runtimes.torch_runner import TorchRunner
+
+PIPELINE_COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+
+
+@dataclass
+class LoadedModule:
+    module: nn.Module
+    source: str  # "checkpoint PATH" or "random weights (seed N)"
+
+
+def load_module(preset: Preset, component: str, checkpoint_dir: str | Path | None, seed: int) -> LoadedModule:
+    module = build_component(preset, component, seed)
+    if checkpoint_dir is None:
+        return LoadedModule(module, f"random weights (seed {seed})")
+    directory = Path(checkpoint_dir)
+    hf_dir = directory / component
+    if component == "text_encoder" and hf_dir.is_dir():
+        loaded = load_text_encoder_from_hf(hf_dir)
+        if loaded.config != preset.text_encoder:
+            raise CheckpointError(str(hf_dir), reason=f"config {loaded.config} does not match preset {preset.name}")
+        return LoadedModule(loaded.eval(), f"checkpoint {hf_dir}")
+    path = directory / f"{component}.safetensors"
+    if not path.exists():
+        return LoadedModule(module, f"random weights (seed {seed}; no {path.name} in {directory})")
+    load_component(module, path)
+    return LoadedModule(module, f"checkpoint {path}")
+
+
+def torch_networks(preset: Preset, resolution: int | None = None, checkpoint_dir: str | Path | None = None,
+                   seed: int = 0) -> tuple[Networks, dict[str, str]]:
+    """The pipeline's networks as torch runners and, per component, where its weights came from."""
+    if checkpoint_dir is not None:
+        directory = Path(checkpoint_dir)
+        if not directory.is_dir():
+            raise MdExportError(f"checkpoint directory {directory} does not exist")
+        present = [c for c in PIPELINE_COMPONENTS
+                   if (directory / f"{c}.safetensors").exists() or (directory / c).is_dir()]
+        if not present:
+            raise MdExportError(f"checkpoint directory {directory} holds none of "
+                                f"{', '.join(c + '.safetensors' for c in PIPELINE_COMPONENTS)}")
+    runners, sources = {}, {}
+    for component in PIPELINE_COMPONENTS:
+        loaded = load_module(preset, component, checkpoint_dir, seed)
+        examples = component_example_inputs(preset, component, resolution)
+        runners[component] = TorchRunner(loaded.module, examples)
+        sources[component] = loaded.source
+    return Networks(**runners), sources
+
+
+def save_checkpoint_dir(directory: str | Path, modules: dict[str, nn.Module]) -> None:
+    for component, module in modules.items():
+        save_component(module, Path(directory) / f"{component}.safetensors")

@@ -1,0 +1,133 @@
+"""Attention and transformer blocks of the UNet (names follow diffusers so SD-1.5 weights map 1:1).
+
+Data flow of one `SpatialTransformer` (B,C,H,W feature map, text embedding (B,77,D)):
+
+    x ──GroupNorm──proj_in(1x1)──> tokens (B,HW,C)
+         │  for each BasicTransformerBlock:
+         │    [self]  tokens += attn1(norm1(tokens))            (skipped in cross-only blocks)
+         │    [cross] tokens += attn2(norm2(tokens), text_emb)
+         │    [ffn]   tokens += ff(norm3(tokens))                (gated: GEGLU or Swish-GLU)
+    x + proj_out(1x1)(tokens as B,C,H,W)
+
+Attention is written as explicit matmuls (no fused SDPA) so every exporter sees the same ops and
+so ReLU attention is the same graph with one op swapped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head attention; `shared_kv` uses one projection for keys and values."""
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int, shared_kv: bool, kind: str):
+        super().__init__()
+        if kind not in ("softmax", "relu"):
+            raise ValueError(f"unknown attention kind {kind!r}")
+        self.heads = heads
+        self.head_dim = query_dim // heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.kind = kind
+        self.shared_kv = shared_kv
+        self.to_q = nn.Linear(query_dim, query_dim, bias=False)
+        if shared_kv:
+            self.to_kv = nn.Linear(context_dim, query_dim, bias=False)
+        else:
+            self.to_k = nn.Linear(context_dim, query_dim, bias=False)
+            self.to_v = nn.Linear(context_dim, query_dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(query_dim, query_dim)])
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        return x.reshape(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = self._split_heads(self.to_q(x))
+        if self.shared_kv:
+            k = v = self._split_heads(self.to_kv(context))
+        else:
+            k = self._split_heads(self.to_k(context))
+            v = self._split_heads(self.to_v(context))
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        if self.kind == "softmax":
+            weights = scores.softmax(dim=-1)
+        else:
+            # ReLU attention normalised by the key count keeps the output scale independent of L
+            # (Wortsman et al. 2023); no exp, so no fp16 overflow on phones.
+            weights = F.relu(scores) / k.shape[-2]
+        out = torch.matmul(weights, v).transpose(1, 2)
+        batch, tokens = out.shape[0], out.shape[1]
+        return self.to_out[0](out.reshape(batch, tokens, self.heads * self.head_dim))
+
+
+class GatedFeedForward(nn.Module):
+    """dim -> expansion*dim (value half, gate half) -> act(gate)*value -> dim."""
+
+    def __init__(self, dim: int, expansion: int, activation: str):
+        super().__init__()
+        if activation not in ("gelu", "silu"):
+            raise ValueError(f"unknown FFN activation {activation!r}")
+        inner = dim * expansion // 2
+        self.activation = activation
+        self.proj = nn.Linear(dim, 2 * inner)
+        self.out = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
+        return self.out(value * gate)
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        heads: int,
+        self_attention: bool,
+        shared_kv: bool,
+        attention: str,
+        ffn_expansion: int,
+        ffn_activation: str,
+    ):
+        super().__init__()
+        self.has_self_attention = self_attention
+        if self_attention:
+            self.norm1 = nn.LayerNorm(dim)
+            self.attn1 = Attention(dim, dim, heads, shared_kv, attention)
+        self.norm2 = nn.LayerNorm(dim)
+        self.attn2 = Attention(dim, context_dim, heads, shared_kv, attention)
+        self.norm3 = nn.LayerNorm(dim)
+        self.ff = GatedFeedForward(dim, ffn_expansion, ffn_activation)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.has_self_attention:
+            x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    def __init__(self, channels: int, depth: int, norm_groups: int, **block_kwargs):
+        super().__init__()
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(channels, **block_kwargs) for _ in range(depth)]
+        )
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.proj_in(self.norm(x))
+        tokens = h.reshape(batch, channels, height * width).transpose(1, 2)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context)
+        h = tokens.transpose(1, 2).reshape(batch, channels, height, width)
+        return x + self.proj_out(h)
