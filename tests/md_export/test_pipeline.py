@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from md_export.pipeline import TextToImagePipeline
+from md_export.torch_networks import torch_networks
+from models import get_preset
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    preset = get_preset("mobilediffusion-tiny")
+    networks, sources = torch_networks(preset)
+    assert all(s.startswith("random weights") for s in sources.values())
+    return TextToImagePipeline(networks, preset.unet.prediction_type)
+
+
+def test_generate_is_deterministic_per_seed(pipeline):
+    a = pipeline.generate("a red circle", steps=3, seed=7)
+    b = pipeline.generate("a red circle", steps=3, seed=7)
+    c = pipeline.generate("a red circle", steps=3, seed=8)
+    assert a.image.shape == (64, 64, 3) and a.image.dtype == np.uint8
+    assert np.array_equal(a.image, b.image)
+    assert not np.array_equal(a.latent, c.latent)
+
+
+def test_prompt_and_sampler_change_the_result(pipeline):
+    base = pipeline.generate("a red circle", steps=2, seed=0)
+    other = pipeline.generate("a blue square", steps=2, seed=0)
+    one_step = pipeline.generate("a red circle", steps=1, seed=0, sampler="onestep", guidance_scale=1.0)
+    assert not np.array_equal(base.latent, other.latent)
+    assert one_step.latent.shape == base.latent.shape
+    assert set(base.seconds) == {"text_encoder", "unet", "vae_decoder", "total"}
+
+
+def test_fixed_batch_unet_runner_is_called_in_chunks(pipeline):
+    """Exported UNets with a static batch of 1 still serve guidance (two calls per step)."""
+    calls = []
+    unet = pipeline.networks.unet
+    original_run = unet.run
+
+    def run(feeds):
+        calls.append(feeds["latent"].shape[0])
+        return original_run(feeds)
+
+    unet.run = run
+    pipeline.unet_batch = 1
+    try:
+        pipeline.generate("x", steps=2, seed=0, guidance_scale=5.0)
+    finally:
+        unet.run = original_run
+        pipeline.unet_batch = None
+    assert calls == [1, 1, 1, 1]
