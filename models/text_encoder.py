@@ -58,8 +58,10 @@ class CLIPEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        length = input_ids.shape[1]
-        return self.token_embedding(input_ids) + self.position_embedding.weight[:length][None]
+        positions = self.position_embedding.weight
+        if input_ids.shape[1] != positions.shape[0]:  # static shape check; a full-length slice would
+            positions = positions[: input_ids.shape[1]]  # become an `alias` node coremltools rejects
+        return self.token_embedding(input_ids) + positions[None]
 
 
 class CLIPAttention(nn.Module):
@@ -136,7 +138,7 @@ class CLIPTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(input_ids)
         length = input_ids.shape[1]
-        mask = self.causal_mask[:length, :length]
+        mask = self.causal_mask if length == self.causal_mask.shape[0] else self.causal_mask[:length, :length]
         for layer in self.encoder.layers:
             x = layer(x, mask)
         return self.final_layer_norm(x)

@@ -77,6 +77,7 @@ class MobileUNet(nn.Module):
                 context_dim=c.cross_attention_dim, heads=c.num_attention_heads[level],
                 self_attention=self_attention, shared_kv=c.shared_kv, attention=c.attention,
                 ffn_expansion=c.ffn_expansion, ffn_activation=c.ffn_activation,
+                attention_implementation=c.attention_implementation,
             )
 
         skip_channels = [widths[0]]

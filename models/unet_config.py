@@ -14,6 +14,7 @@ from dataclasses import dataclass
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 ACTIVATIONS = ("gelu", "silu")
 ATTENTION_KINDS = ("softmax", "relu")
+ATTENTION_IMPLEMENTATIONS = ("batched", "split_einsum")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class UNetConfig:
     ffn_activation: str = "gelu"  # gate activation of the gated FFN: gelu (GEGLU) or silu (Swish)
     attention: str = "softmax"  # softmax or relu (ReLU(QK^T)/L, paper: FID 12.50 -> 12.31)
     ffn_expansion: int = 8  # gated FFN projects dim -> expansion*dim, half of it is the gate
+    attention_implementation: str = "batched"  # batched matmuls, or split_einsum (per-head einsums, Apple Neural Engine friendly)
     separable_conv: bool = False  # depthwise 3x3 + pointwise in residual blocks below the top level
     norm_groups: int = 32  # GroupNorm groups
     norm_eps: float = 1e-5  # GroupNorm epsilon in residual blocks
@@ -52,6 +54,9 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.ffn_activation {self.ffn_activation!r} not in {ACTIVATIONS}")
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"UNetConfig.attention {self.attention!r} not in {ATTENTION_KINDS}")
+        if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"UNetConfig.attention_implementation {self.attention_implementation!r} "
+                             f"not in {ATTENTION_IMPLEMENTATIONS}")
         if self.ffn_expansion % 2:
             raise ValueError("UNetConfig.ffn_expansion must be even (half of the projection is the gate)")
         if self.mid_resnets not in (1, 2):

@@ -94,3 +94,13 @@ def test_bad_config_is_rejected_with_the_field_name():
         get_preset("sd15-tiny").unet.replace(attention="linear")
     with pytest.raises(ValueError, match="transformer_depth"):
         get_preset("sd15-tiny").unet.replace(transformer_depth=(1, 1))
+
+
+def test_split_einsum_attention_is_the_same_function_with_the_same_weights():
+    preset = get_preset("mobilediffusion-tiny")
+    batched = build_component(preset, "unet", seed=4)
+    split = MobileUNet(preset.unet.replace(attention_implementation="split_einsum")).eval()
+    split.load_state_dict(batched.state_dict())
+    inputs = component_example_inputs(preset, "unet", batch=2)
+    with torch.no_grad():
+        assert (batched(*inputs) - split(*inputs)).abs().max().item() < 1e-5  # fp32 reassociation only
