@@ -1,3 +1,16 @@
-"""md_export: take MobileDiffusion-class text-to-image models from PyTorch to phones."""
+"""md_export: take MobileDiffusion-class text-to-image models from PyTorch to phones.
+
+`md_export.export_model(module, sample_inputs, formats=[...], out_dir=...)` exports any nn.Module
+(the same function as `md_export.export.export`); the CLI `md-export` covers the presets.
+"""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy: `md-export --help` and the tokenizer should not pay for importing every converter.
+    if name == "export_model":
+        from .export.driver import export
+
+        return export
+    raise AttributeError(name)

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
+EXIT_PARITY_FAILED = 1
 
 
 def _die(message: str) -> int:
@@ -90,9 +91,10 @@ def save_png(image, path: Path) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from models import get_preset
+    from models import DEFAULT_PRESET, get_preset
 
-    preset = get_preset(args.preset)
+    args.preset_given = args.preset is not None
+    preset = get_preset(args.preset or DEFAULT_PRESET)
     steps = args.steps if args.steps is not None else (1 if args.sampler == "onestep" else preset.default_steps)
     if steps < 1:
         return _die(f"--steps must be at least 1, got {steps}")
@@ -110,33 +112,144 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return _die(f"cannot write {out}: {exc}")
 
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .pipeline import TextToImagePipeline
     from .torch_networks import torch_networks
 
     console = Console(stderr=True)
-    with console.status(f"building {preset.name} networks at {resolution}x{resolution} ..."):
-        networks, sources = torch_networks(preset, resolution, args.checkpoint_dir, seed=args.weight_seed)
-    for component, source in sources.items():
-        console.print(f"  {component}: {source}")
-    if all(source.startswith("random") for source in sources.values()):
+    checkpoint_dir, weight_seed = args.checkpoint_dir, args.weight_seed
+    if args.runtime == "torch":
+        with console.status(f"building {preset.name} networks at {resolution}x{resolution} ..."):
+            networks, sources = torch_networks(preset, resolution, checkpoint_dir, seed=weight_seed)
+    else:
+        if not args.artifacts:
+            return _die(f"--runtime {args.runtime} needs --artifacts DIR (the output of md-export export)")
+        from .artifacts import artifact_networks
+
+        networks, manifest = artifact_networks(args.artifacts, args.runtime, args.precision,
+                                               args.resolution or (resolution if args.preset_given else None))
+        source = manifest.get("source", {})
+        if source.get("kind") == "preset":
+            if source["preset"] != preset.name:
+                preset = get_preset(source["preset"])  # the artifacts decide what they are
+            checkpoint_dir, weight_seed = source.get("checkpoint_dir"), source.get("weight_seed", 0)
+        latent = next(s for s in networks.unet.inputs if s.name == "latent")
+        resolution = latent.shape[-1] * preset.vae.downsample_factor
+        sources = {c: f"{args.runtime} {args.precision} artifact from {args.artifacts}" for c in ("text_encoder", "unet", "vae_decoder")}
+    for component, source_text in sources.items():
+        console.print(f"  {component}: {source_text}")
+    if args.runtime == "torch" and all(text.startswith("random") for text in sources.values()):
         console.print("[yellow]No checkpoint given: the networks have random weights, so the image is noise. "
                       "Pass --checkpoint-dir for real pictures.[/yellow]")
     pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
+    result = _sample(pipeline, args, steps, guidance, console, f"{args.sampler} sampling ({args.runtime})")
+    save_png(result.image, out)
+    timing = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in result.seconds.items())
+    print(f"wrote {out} ({resolution}x{resolution}, {args.runtime}, {args.sampler}, {steps} steps, "
+          f"guidance {guidance}, seed {args.seed}); {timing}")
+    if args.compare_torch and args.runtime != "torch":
+        from .parity import psnr_db
+
+        with console.status("building the torch reference ..."):
+            reference_networks, _ = torch_networks(preset, resolution, checkpoint_dir, seed=weight_seed)
+        reference = _sample(TextToImagePipeline(reference_networks, preset.unet.prediction_type), args, steps,
+                            guidance, console, f"{args.sampler} sampling (torch reference)")
+        image_psnr = psnr_db(reference.image.astype("float64"), result.image.astype("float64"))
+        latent_psnr = psnr_db(reference.latent, result.latent)
+        print(f"parity vs torch: image PSNR {image_psnr:.2f} dB, final latent PSNR {latent_psnr:.2f} dB "
+              f"(20*log10(max|ref| / RMSE))")
+    return 0
+
+
+def _sample(pipeline, args, steps, guidance, console, label):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} steps"), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(f"{args.sampler} sampling", total=steps)
+        task = progress.add_task(label, total=steps)
 
         def on_step(step: int, total: int, timestep: int, latent) -> None:
             progress.update(task, completed=step, total=total)
 
-        result = pipeline.generate(args.prompt, steps=steps, seed=args.seed, guidance_scale=guidance,
-                                   sampler=args.sampler, negative_prompt=args.negative_prompt, callback=on_step)
-    save_png(result.image, out)
-    timing = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in result.seconds.items())
-    print(f"wrote {out} ({resolution}x{resolution}, {args.sampler}, {steps} steps, guidance {guidance}, "
-          f"seed {args.seed}); {timing}")
+        return pipeline.generate(args.prompt, steps=steps, seed=args.seed, guidance_scale=guidance,
+                                 sampler=args.sampler, negative_prompt=args.negative_prompt, callback=on_step)
+
+
+# ---- export ------------------------------------------------------------------------------
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models import get_preset
+
+    from .export import export_preset
+
+    preset = get_preset(args.preset)
+    if args.attention_implementation:
+        import dataclasses
+
+        preset = dataclasses.replace(preset, unet=preset.unet.replace(attention_implementation=args.attention_implementation))
+    try:
+        resolutions = [int(r) for r in _csv(args.resolution)] if args.resolution else None
+    except ValueError:
+        return _die(f"--resolution takes comma-separated integers, got {args.resolution!r}")
+    console = Console(stderr=True)
+    with Progress(TextColumn("[progress.description]{task.description:<40}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("export", total=None)
+
+        state = {"started": False}
+
+        def step(message: str) -> None:
+            if state["started"]:
+                progress.advance(task)
+            state["started"] = True
+            progress.update(task, description=message)
+
+        entries = export_preset(preset, _csv(args.components), _csv(args.formats), _csv(args.precision), args.out,
+                                resolutions, args.checkpoint_dir, args.weight_seed, args.dynamic_batch,
+                                progress=step, on_plan=lambda total: progress.update(task, total=total))
+        progress.advance(task)
+        progress.update(task, description="done")
+    from rich.table import Table
+
+    table = Table(title=f"{preset.name} -> {args.out}")
+    for column in ("artifact", "format", "precision", "res", "size MB", "export s"):
+        table.add_column(column, justify="left" if column == "artifact" else "right")
+    for entry in entries:
+        name = entry["file"] + (f" [{entry['signature']}]" if entry.get("signature") else "")
+        table.add_row(name, entry["format"], entry["precision"], str(entry.get("resolution") or ""),
+                      f"{entry['size_bytes'] / 1e6:.1f}", f"{entry['export_seconds']:.1f}")
+    Console().print(table)
+    print(f"wrote {len(entries)} artifacts and {Path(args.out) / 'manifest.json'}; check them with: md-export parity {args.out}")
+    return 0
+
+
+# ---- parity ------------------------------------------------------------------------------
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .export.manifest import write_text_atomic
+    from .parity import ParityFailure, check_directory, markdown
+
+    console = Console(stderr=True)
+    with console.status("parity ...") as status:
+        report = check_directory(args.artifacts, args.threads, progress=lambda m: status.update(f"parity: {m}"))
+    text = markdown(report)
+    write_text_atomic(Path(args.artifacts) / "parity.md", text)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(text)
+    if not report.passed:
+        bad = [a.file + (f" [{a.signature}]" if a.signature else "") for a in report.artifacts if not a.ok]
+        raise ParityFailure(f"parity failed for {len(bad)} of {len(report.artifacts)} artifacts: {', '.join(bad)}")
     return 0
 
 
@@ -158,9 +271,35 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--ablation", action="store_true", help="the sd15 -> mobilediffusion ablation table")
     summary.set_defaults(func=cmd_summary)
 
-    generate = sub.add_parser("generate", help="text -> image with the torch reference pipeline")
+    export = sub.add_parser("export", help="export a preset's networks to ONNX / Core ML / LiteRT")
+    export.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
+    export.add_argument("--components", default="text_encoder,unet,vae_decoder",
+                        help="comma-separated: text_encoder, unet, vae_decoder, vae_encoder")
+    export.add_argument("--formats", default="onnx,coreml,tflite", help="comma-separated: onnx, coreml, tflite")
+    export.add_argument("--precision", default="fp32", help="fp32, fp16, or both: fp32,fp16")
+    export.add_argument("--resolution", default=None, help="image side(s), comma-separated, e.g. 512,768")
+    export.add_argument("--checkpoint-dir", default=None)
+    export.add_argument("--weight-seed", type=int, default=0, help="seed of random weights where no checkpoint is given")
+    export.add_argument("--dynamic-batch", action="store_true", help="ONNX: a dynamic batch axis")
+    export.add_argument("--attention-implementation", choices=("batched", "split_einsum"), default=None,
+                        help="UNet attention graph (split_einsum suits the Apple Neural Engine)")
+    export.add_argument("--out", required=True, help="artifact directory (manifest.json goes there)")
+    export.set_defaults(func=cmd_export)
+
+    parity = sub.add_parser("parity", help="every artifact in DIR against the PyTorch reference (hard gates)")
+    parity.add_argument("artifacts", metavar="DIR")
+    parity.add_argument("--json", action="store_true", help="print the machine-readable report")
+    parity.add_argument("--threads", type=int, default=None)
+    parity.set_defaults(func=cmd_parity)
+
+    generate = sub.add_parser("generate", help="text -> image (torch, or exported artifacts)")
     generate.add_argument("prompt")
-    generate.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
+    generate.add_argument("--preset", default=None, help=f"one of: {presets} (default {DEFAULT_PRESET})")
+    generate.add_argument("--runtime", choices=("torch", "onnx", "tflite", "coreml"), default="torch")
+    generate.add_argument("--artifacts", default=None, help="artifact directory for --runtime onnx|tflite|coreml")
+    generate.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="which exported precision")
+    generate.add_argument("--compare-torch", action="store_true",
+                          help="also run the torch reference and print the image PSNR between the two")
     generate.add_argument("--steps", type=int, default=None, help="sampler steps (default: preset's; 1 for onestep)")
     generate.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     generate.add_argument("--seed", type=int, default=0, help="noise seed")
@@ -180,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     from models import CheckpointError, UnknownPresetError
 
     from .errors import MdExportError
+    from .export.manifest import ManifestError
+    from .export.types import ExportError
+    from .parity import ParityFailure
+    from .runtimes import ArtifactLoadError, InputMismatchError, RuntimeUnavailableError
     from .tokenizer import PromptTruncatedWarning
 
     parser = build_parser()
@@ -188,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *rest: f"md-export: warning: {message}\n"
     try:
         return args.func(args)
-    except (UnknownPresetError, CheckpointError, MdExportError) as exc:
+    except ParityFailure as exc:
+        print(f"md-export: error: {exc}", file=sys.stderr)
+        return EXIT_PARITY_FAILED
+    except (UnknownPresetError, CheckpointError, MdExportError, ExportError, ManifestError, ArtifactLoadError,
+            InputMismatchError, RuntimeUnavailableError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:
         return _die("interrupted")

@@ -6,6 +6,18 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class ArtifactLoadError(Exception):
+    """A model file that a runtime cannot load: corrupt, truncated, or not what it claims to be."""
+
+
+class RuntimeUnavailableError(Exception):
+    """The runtime cannot run on this machine (Core ML off macOS)."""
+
+
+class InputMismatchError(ValueError):
+    """Feeds that do not match the model's inputs (a missing name, a wrong shape)."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -33,7 +45,9 @@ class Runner(abc.ABC):
         """Fail on a missing input or a wrong shape before the runtime does, with the names in the message."""
         for spec in self.inputs:
             if spec.name not in feeds:
-                raise ValueError(f"{self.runtime} runner: missing input {spec.name!r}")
+                raise InputMismatchError(f"{self.runtime} runner: missing input {spec.name!r}; "
+                                         f"the model takes {[s.name for s in self.inputs]}")
             shape = tuple(feeds[spec.name].shape)
             if len(shape) != len(spec.shape) or any(s != e for s, e in zip(shape, spec.shape) if e > 0):
-                raise ValueError(f"{self.runtime} runner: input {spec.name!r} has shape {shape}, expected {spec.shape}")
+                raise InputMismatchError(f"{self.runtime} runner: input {spec.name!r} has shape {shape}, "
+                                         f"the model takes {spec.shape}")

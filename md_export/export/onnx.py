@@ -1,0 +1,80 @@
+"""ONNX export: TorchScript-based `torch.onnx.export` (opset 18), checked, fp16 by onnxruntime's converter.
+
+Why the TorchScript exporter: onnxruntime's static quantization calibrates the graphs it writes,
+and failed on the dynamo exporter's GroupNorm (DESIGN.md section 3). Both give ~1e-7 fp32 error.
+Over 2 GB of weights (the SD-1.5 UNet), tensors go to one external `.data` file next to the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .quiet import quiet
+from .types import ExportError, ExportTarget, Tolerance, ToleranceTable
+
+OPSET = 18
+TWO_GB = 2 * 1024**3
+
+# fp32: the same math in another engine, errors are float reassociation only.
+# fp16: Apple's 35 dB gate (DESIGN.md section 2) on activations computed in half precision.
+TOLERANCES = ToleranceTable({
+    ("*", "fp32"): Tolerance(min_psnr_db=60.0, min_cosine=0.99999, max_abs_rel=1e-3),
+    ("*", "fp16"): Tolerance(min_psnr_db=35.0, min_cosine=0.999),
+})
+
+
+def _topologically_sorted(model):
+    """The fp16 converter appends its input casts at the end of the node list; ONNX wants them first."""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import TopologicalSortPass
+
+    graph = ir.from_proto(model)
+    TopologicalSortPass()(graph)
+    return ir.to_proto(graph)
+
+
+def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Path:
+    """Write the fp32 model to `path` (and `path.data` when the weights pass 2 GB). `path` should be
+    in a fresh directory: for large models the exporter spills per-tensor files beside it first."""
+    import onnx
+
+    input_names = list(target.sample_inputs)
+    output_names = list(target.output_names)
+    dynamic_axes = {name: {0: "batch"} for name in input_names + output_names} if dynamic_batch else None
+    try:
+        with quiet():
+            torch.onnx.export(target.module, target.args(), str(path), input_names=input_names,
+                              output_names=output_names, opset_version=OPSET, dynamo=False,
+                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+    except Exception as exc:  # the exporter raises many types; name the network and the reason
+        raise ExportError(f"onnx export of {target.tag} failed: {str(exc).splitlines()[0]}") from exc
+    if _weight_bytes(target) > TWO_GB * 0.9:
+        _save(onnx.load(str(path)), path)  # gather the spilled tensors into one .data file
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def to_fp16(fp32_path: Path, path: Path) -> Path:
+    """fp16 weights and compute, fp32 inputs/outputs (keep_io_types), by onnxruntime's converter."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    _save(_topologically_sorted(model), path)
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def _weight_bytes(target: ExportTarget) -> int:
+    return sum(p.numel() * p.element_size() for p in target.module.parameters())
+
+
+def _save(model, path: Path) -> None:
+    import onnx
+
+    # protobuf cannot serialise a message over 2 GB: count the initializers' bytes instead
+    large = sum(len(t.raw_data) for t in model.graph.initializer) > TWO_GB * 0.9
+    onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=path.name + ".data" if large else None)

@@ -1,0 +1,58 @@
+"""LiteRT runner: the ai-edge-litert interpreter (XNNPACK on CPU), one signature of a .tflite file.
+
+`names` maps our tensor names (latent, text_emb, prediction) to the signature's own (output_0 ...).
+int64 token ids are cast to the int32 the converter gave the signature.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import ArtifactLoadError, Runner, TensorSpec
+
+
+class LiteRTRunner(Runner):
+    runtime = "litert"
+
+    def __init__(self, path: str | Path, signature: str | None = None, names: dict[str, str] | None = None,
+                 threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            signatures = self.interpreter.get_signature_list()
+        except Exception as exc:
+            raise ArtifactLoadError(f"cannot load LiteRT model {Path(path).name}: {str(exc).splitlines()[0]}") from None
+        if signature is None:
+            if len(signatures) != 1:
+                raise ArtifactLoadError(f"{Path(path).name} has signatures {sorted(signatures)}: name one")
+            signature = next(iter(signatures))
+        if signature not in signatures:
+            raise ArtifactLoadError(f"{Path(path).name} has no signature {signature!r}; it has {sorted(signatures)}")
+        self.signature = signature
+        self.runner = self.interpreter.get_signature_runner(signature)
+        runtime_to_ours = {v: k for k, v in (names or {}).items()}
+        details = self.runner.get_input_details()
+        self._runtime_inputs = {runtime_to_ours.get(k, k): k for k in signatures[signature]["inputs"]}
+        self._inputs = tuple(
+            TensorSpec(ours, tuple(int(d) for d in details[theirs]["shape"]), np.dtype(details[theirs]["dtype"]).name)
+            for ours, theirs in self._runtime_inputs.items()
+        )
+        self._runtime_outputs = {runtime_to_ours.get(k, k): k for k in signatures[signature]["outputs"]}
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self._runtime_outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        typed = {self._runtime_inputs[spec.name]: np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+                 for spec in self._inputs}
+        out = self.runner(**typed)
+        return {ours: np.asarray(out[theirs]) for ours, theirs in self._runtime_outputs.items()}

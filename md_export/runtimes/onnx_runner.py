@@ -1,0 +1,45 @@
+"""onnxruntime runner (CPU by default; the execution provider is a constructor argument)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import ArtifactLoadError, Runner, TensorSpec
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+               "tensor(int32)": "int32"}
+
+
+class OnnxRunner(Runner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        except Exception as exc:  # InvalidProtobuf, Fail, NoSuchFile...
+            raise ArtifactLoadError(f"cannot load ONNX model {Path(path).name}: {str(exc).splitlines()[0]}") from None
+        self._inputs = tuple(
+            TensorSpec(i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape), _ORT_DTYPES.get(i.type, i.type))
+            for i in self.session.get_inputs()
+        )
+        self._outputs = tuple(o.name for o in self.session.get_outputs())
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._outputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        typed = {spec.name: np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype) for spec in self._inputs}
+        return dict(zip(self._outputs, self.session.run(list(self._outputs), typed)))

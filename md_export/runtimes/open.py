@@ -1,0 +1,37 @@
+"""Manifest entry -> loaded runner, after checking the file is the one the manifest describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ArtifactLoadError, Runner
+
+
+def verify_file(directory: Path, entry: dict) -> Path:
+    from ..export.manifest import sha256_of
+
+    path = Path(directory) / entry["file"]
+    if not path.exists():
+        raise ArtifactLoadError(f"{entry['file']} is listed in the manifest but missing from {directory}")
+    if sha256_of(path) != entry["sha256"]:
+        raise ArtifactLoadError(f"{entry['file']} does not match its manifest sha256: "
+                                "the file is corrupt, truncated or changed since export")
+    return path
+
+
+def open_artifact(directory: str | Path, entry: dict, threads: int | None = None, verify: bool = True) -> Runner:
+    path = verify_file(Path(directory), entry) if verify else Path(directory) / entry["file"]
+    fmt = entry["format"]
+    if fmt == "onnx":
+        from .onnx_runner import OnnxRunner
+
+        return OnnxRunner(path, threads=threads or 0)
+    if fmt == "tflite":
+        from .litert_runner import LiteRTRunner
+
+        return LiteRTRunner(path, entry.get("signature"), entry.get("runtime_names"), threads=threads)
+    if fmt == "coreml":
+        from .coreml_runner import CoreMLRunner
+
+        return CoreMLRunner(path)
+    raise ArtifactLoadError(f"{entry['file']}: unknown format {fmt!r}")
