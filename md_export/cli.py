@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -77,19 +77,6 @@ def _check_writable(path: Path) -> None:
         raise OSError(f"output {path} is a directory")
 
 
-def save_png(image, path: Path) -> None:
-    from PIL import Image
-
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from models import DEFAULT_PRESET, get_preset
 
@@ -113,6 +100,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from .images import save_png
     from .pipeline import TextToImagePipeline
     from .torch_networks import torch_networks
 
@@ -253,6 +241,40 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- run (the main job) --------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from models import get_preset
+
+    from .main_job import MainJobSettings, run_main_job
+    from .parity import ParityFailure
+
+    preset = get_preset(args.preset)
+    if args.steps < 1:
+        return _die(f"--steps must be at least 1, got {args.steps}")
+    settings = MainJobSettings(prompt=args.prompt, steps=args.steps, seed=args.seed, formats=tuple(_csv(args.formats)),
+                               precisions=tuple(_csv(args.precision)), checkpoint_dir=args.checkpoint_dir)
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    if args.checkpoint_dir is None:
+        console.print(f"[yellow]{preset.name}: random weights (no --checkpoint-dir); images are noise, parity is real.[/yellow]")
+
+    def progress(message: str) -> None:
+        console.print(f"[{time.perf_counter() - start:7.1f}s] {message}")
+
+    report = run_main_job(preset, args.out, settings, progress)
+    out = Path(args.out)
+    for runtime, image in report["images"].items():
+        psnr = f", image PSNR vs torch {image['image_psnr_db_vs_torch']:.1f} dB" if "image_psnr_db_vs_torch" in image else ""
+        print(f"{runtime}: {out / image['file']} ({image['seconds']['total']:.1f} s{psnr})")
+    print(f"report: {out / 'report.md'} ({time.perf_counter() - start:.0f} s in all)")
+    if not report["passed"]:
+        raise ParityFailure(f"parity failed; see {out / 'artifacts' / 'parity.md'}")
+    return 0
+
+
 # ---- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,6 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="UNet attention graph (split_einsum suits the Apple Neural Engine)")
     export.add_argument("--out", required=True, help="artifact directory (manifest.json goes there)")
     export.set_defaults(func=cmd_export)
+
+    run = sub.add_parser("run", help="the main job: summary, export, parity, exported pipeline vs torch, report")
+    run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
+    run.add_argument("--out", default="md_export_out", help="output directory (report.md, images, artifacts/)")
+    run.add_argument("--prompt", default="a photo of an astronaut riding a horse")
+    run.add_argument("--steps", type=int, default=4, help="DDIM steps of the image comparison")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--formats", default="onnx,coreml,tflite")
+    run.add_argument("--precision", default="fp32", help="fp32, fp16, or fp32,fp16")
+    run.add_argument("--checkpoint-dir", default=None)
+    run.set_defaults(func=cmd_run)
 
     parity = sub.add_parser("parity", help="every artifact in DIR against the PyTorch reference (hard gates)")
     parity.add_argument("artifacts", metavar="DIR")
