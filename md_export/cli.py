@@ -241,6 +241,55 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- calibrate / quantize ----------------------------------------------------------------
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from calibration.builders import CalibrationError, CalibrationSettings, build_calibration
+    from models import get_preset
+
+    preset = get_preset(args.preset)
+    settings = CalibrationSettings(num_prompts=args.num_prompts, steps=args.steps, seed=args.seed,
+                                   resolution=args.resolution, checkpoint_dir=args.checkpoint_dir)
+    with Progress(TextColumn("[progress.description]{task.description:<60}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as progress:
+        task = progress.add_task("calibration", total=args.num_prompts + 1)
+        try:
+            manifest = build_calibration(preset, args.out, settings,
+                                         lambda done, total, message: progress.update(task, completed=done,
+                                                                                      description=message))
+        except CalibrationError as exc:
+            return _die(str(exc))
+    samples = ", ".join(f"{k} {v}" for k, v in manifest["samples"].items())
+    print(f"wrote {args.out}: {samples} samples ({args.num_prompts} prompts x {args.steps} steps, seed {args.seed})")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .quantize.driver import quantize_directory
+
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    entries = quantize_directory(args.artifacts, args.recipe, args.out, args.calibration, args.target_psnr,
+                                 progress=lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}"))
+    for entry in dict((e["file"], e) for e in entries).values():
+        source_size = entry["size_bytes"]
+        line = f"{entry['file']}: {source_size / 1e6:.2f} MB ({entry['recipe']}, from {entry['quantized_from']})"
+        if "fallback" in entry:
+            fb = entry["fallback"]
+            line += (f"; fallback {'reached' if fb['reached'] else 'MISSED'} {fb['target_psnr_db']} dB: "
+                     f"{fb['plain_psnr_db']:.1f} -> {fb['final_psnr_db']:.1f} dB with {len(fb['float_blocks'])} "
+                     f"block(s) float: {', '.join(fb['float_blocks']) or 'none'}")
+        print(line)
+    print(f"wrote {args.out}/manifest.json; check with: md-export parity {args.out}")
+    return 0
+
+
 # ---- run (the main job) --------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -308,6 +357,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="artifact directory (manifest.json goes there)")
     export.set_defaults(func=cmd_export)
 
+    calibrate = sub.add_parser("calibrate", help="record real network inputs along sampler runs")
+    calibrate.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
+    calibrate.add_argument("--num-prompts", type=int, default=16)
+    calibrate.add_argument("--steps", type=int, default=4, help="DDIM steps per prompt (UNet inputs per prompt: 2 x steps)")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--resolution", type=int, default=None)
+    calibrate.add_argument("--checkpoint-dir", default=None)
+    calibrate.add_argument("--out", required=True)
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    from .quantize.recipes import recipe_help
+
+    quantize = sub.add_parser("quantize", help="apply a quantization recipe to an export directory",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="recipes per format:\n" + recipe_help())
+    quantize.add_argument("--artifacts", required=True, help="export directory (md-export export --out)")
+    quantize.add_argument("--recipe", required=True, help="see the list below")
+    quantize.add_argument("--calibration", default=None, help="calibration directory (md-export calibrate --out)")
+    quantize.add_argument("--target-psnr", type=float, default=None,
+                          help="keep the most sensitive blocks float until the output PSNR reaches this (dB)")
+    quantize.add_argument("--out", required=True)
+    quantize.set_defaults(func=cmd_quantize)
+
     run = sub.add_parser("run", help="the main job: summary, export, parity, exported pipeline vs torch, report")
     run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
     run.add_argument("--out", default="md_export_out", help="output directory (report.md, images, artifacts/)")
@@ -330,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--preset", default=None, help=f"one of: {presets} (default {DEFAULT_PRESET})")
     generate.add_argument("--runtime", choices=("torch", "onnx", "tflite", "coreml"), default="torch")
     generate.add_argument("--artifacts", default=None, help="artifact directory for --runtime onnx|tflite|coreml")
-    generate.add_argument("--precision", default="fp32", choices=("fp32", "fp16"), help="which exported precision")
+    generate.add_argument("--precision", default="fp32",
+                          help="which artifacts: fp32, fp16, or a recipe's label (int8-static, int8-dynamic, ...)")
     generate.add_argument("--compare-torch", action="store_true",
                           help="also run the torch reference and print the image PSNR between the two")
     generate.add_argument("--steps", type=int, default=None, help="sampler steps (default: preset's; 1 for onestep)")

@@ -74,10 +74,10 @@ class ArtifactParity:
         return self.status in ("passed", "validated")
 
 
-def load_reference(directory: Path, entry: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    path = directory / entry["reference"]
+def load_reference(directory: Path, entry: dict, key: str = "reference") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    path = directory / entry[key]
     if not path.is_file():
-        raise ArtifactLoadError(f"reference {entry['reference']} for {entry['file']} is missing")
+        raise ArtifactLoadError(f"reference {entry[key]} for {entry['file']} is missing")
     with np.load(path) as data:
         inputs = {k.removeprefix("input:"): data[k] for k in data.files if k.startswith("input:")}
         outputs = {k.removeprefix("output:"): data[k] for k in data.files if k.startswith("output:")}
@@ -104,17 +104,32 @@ def check_artifact(directory: Path, entry: dict, threads: int | None = None) -> 
                            "weights present); numerical parity needs macOS")
             return result
         runner = open_artifact(directory, entry, threads)
-        actual = runner.run(inputs)
-        for name, reference in expected.items():
-            metrics = compare(reference, actual[name])
-            result.outputs[name] = metrics
-            if not metrics["finite"]:
-                result.violations.append(f"{name}: non-finite values")
-            result.violations += [f"{name}: {v}" for v in tolerance.violations(metrics)]
+        checks = [("", inputs, expected)]
+        if entry.get("real_reference"):  # real calibration inputs (quantized artifacts)
+            result.inputs = "seeded + real (calibration)"
+            checks.append(("@real",) + load_reference(directory, entry, "real_reference"))
+        for label, feeds, outputs in checks:
+            actual = _run_rows(runner, feeds)
+            for name, reference in outputs.items():
+                metrics = compare(reference, actual[name])
+                result.outputs[name + label] = metrics
+                if not metrics["finite"]:
+                    result.violations.append(f"{name}{label}: non-finite values")
+                result.violations += [f"{name}{label}: {v}" for v in tolerance.violations(metrics)]
         result.status = "failed" if result.violations else "passed"
     except (ArtifactLoadError, InputMismatchError, RuntimeUnavailableError) as exc:
         result.violations.append(str(exc))
     return result
+
+
+def _run_rows(runner, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a batch of samples one row at a time when the artifact's batch is fixed at 1."""
+    rows = next(iter(feeds.values())).shape[0]
+    fixed_batch = {spec.name: spec.shape[0] for spec in runner.inputs}
+    if rows == 1 or all(b in (-1, rows) for b in fixed_batch.values()):
+        return runner.run(feeds)
+    outs = [runner.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(rows)]
+    return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
 
 
 @dataclass

@@ -119,6 +119,11 @@ class CLIPEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)])
 
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
 
 class CLIPTextEncoder(nn.Module):
     input_names = ("input_ids",)
@@ -131,17 +136,16 @@ class CLIPTextEncoder(nn.Module):
         self.encoder = CLIPEncoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         length = config.max_position_embeddings
-        # Same constant as transformers (finfo.min) so outputs match CLIPTextModel bit for bit-ish.
-        causal = torch.full((length, length), torch.finfo(torch.float32).min).triu(1)
+        # -1e4, not finfo.min: representable in fp16 (finfo.min becomes -inf, which breaks weight
+        # palettization and fp16 graphs); exp(-1e4) is 0 in fp32, so outputs match CLIPTextModel.
+        causal = torch.full((length, length), -1e4).triu(1)
         self.register_buffer("causal_mask", causal, persistent=False)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(input_ids)
         length = input_ids.shape[1]
         mask = self.causal_mask if length == self.causal_mask.shape[0] else self.causal_mask[:length, :length]
-        for layer in self.encoder.layers:
-            x = layer(x, mask)
-        return self.final_layer_norm(x)
+        return self.final_layer_norm(self.encoder(x, mask))
 
 
 def build_text_encoder(config: TextEncoderConfig) -> CLIPTextEncoder:

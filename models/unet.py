@@ -44,13 +44,33 @@ class TimestepEmbedding(nn.Module):
 
 
 class UNetLevel(nn.Module):
-    """The resnets (each optionally followed by a transformer) of one level, plus its resampler."""
+    """The resnets (each optionally followed by a transformer) of one level, plus its resampler.
+
+    Called as a module (not reached into) so exported node names carry the full module path
+    ("down_blocks.1/resnets.0/..."): quantization sensitivity reports use them.
+    """
 
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module] | None, resampler: nn.Module | None):
         super().__init__()
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(attentions) if attentions else None
         self.resampler = resampler
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, context: torch.Tensor,
+                skips: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Down levels return every intermediate output (the skips); up levels consume `skips`."""
+        outputs = []
+        for index, res in enumerate(self.resnets):
+            if skips is not None:
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = res(h, temb)
+            if self.attentions is not None:
+                h = self.attentions[index](h, context)
+            outputs.append(h)
+        if self.resampler is not None:
+            h = self.resampler(h)
+            outputs.append(h)
+        return h, outputs
 
 
 class MobileUNet(nn.Module):
@@ -120,14 +140,8 @@ class MobileUNet(nn.Module):
         h = self.conv_in(latent)
         skips = [h]
         for block in self.down_blocks:
-            for index, res in enumerate(block.resnets):
-                h = res(h, temb)
-                if block.attentions is not None:
-                    h = block.attentions[index](h, text_emb)
-                skips.append(h)
-            if block.resampler is not None:
-                h = block.resampler(h)
-                skips.append(h)
+            h, outputs = block(h, temb, text_emb)
+            skips.extend(outputs)
 
         h = self.mid_resnets[0](h, temb)
         if self.mid_attention is not None:
@@ -136,12 +150,7 @@ class MobileUNet(nn.Module):
             h = res(h, temb)
 
         for block in self.up_blocks:
-            for index, res in enumerate(block.resnets):
-                h = res(torch.cat([h, skips.pop()], dim=1), temb)
-                if block.attentions is not None:
-                    h = block.attentions[index](h, text_emb)
-            if block.resampler is not None:
-                h = block.resampler(h)
+            h, _ = block(h, temb, text_emb, skips)
 
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 

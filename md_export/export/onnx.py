@@ -56,12 +56,14 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
     return path
 
 
-def to_fp16(fp32_path: Path, path: Path) -> Path:
-    """fp16 weights and compute, fp32 inputs/outputs (keep_io_types), by onnxruntime's converter."""
+def to_fp16(fp32_path: Path, path: Path, node_block_list: list[str] | None = None) -> Path:
+    """fp16 weights and compute, fp32 inputs/outputs (keep_io_types), by onnxruntime's converter.
+    Nodes in `node_block_list` stay fp32 (the fp16 overflow fallback)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True,
+                                     node_block_list=node_block_list or None)
     _save(_topologically_sorted(model), path)
     onnx.checker.check_model(str(path))
     return path

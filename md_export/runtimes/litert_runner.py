@@ -1,7 +1,9 @@
 """LiteRT runner: the ai-edge-litert interpreter (XNNPACK on CPU), one signature of a .tflite file.
 
 `names` maps our tensor names (latent, text_emb, prediction) to the signature's own (output_0 ...).
-int64 token ids are cast to the int32 the converter gave the signature.
+int64 token ids are cast to the int32 the converter gave the signature. Fully integer models
+(static int8 recipes) take and give int8 tensors: float feeds are quantized with the tensor's own
+scale / zero point and outputs dequantized, so callers always speak float32.
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ class LiteRTRunner(Runner):
         runtime_to_ours = {v: k for k, v in (names or {}).items()}
         details = self.runner.get_input_details()
         self._runtime_inputs = {runtime_to_ours.get(k, k): k for k in signatures[signature]["inputs"]}
+        self._input_details = details
+        self._output_details = self.runner.get_output_details()
         self._inputs = tuple(
-            TensorSpec(ours, tuple(int(d) for d in details[theirs]["shape"]), np.dtype(details[theirs]["dtype"]).name)
+            TensorSpec(ours, tuple(int(d) for d in details[theirs]["shape"]),
+                       "float32" if _quantized(details[theirs]) else np.dtype(details[theirs]["dtype"]).name)
             for ours, theirs in self._runtime_inputs.items()
         )
         self._runtime_outputs = {runtime_to_ours.get(k, k): k for k in signatures[signature]["outputs"]}
@@ -52,7 +57,28 @@ class LiteRTRunner(Runner):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
-        typed = {self._runtime_inputs[spec.name]: np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
-                 for spec in self._inputs}
+        typed = {}
+        for spec in self._inputs:
+            theirs = self._runtime_inputs[spec.name]
+            detail = self._input_details[theirs]
+            if _quantized(detail):
+                scale, zero_point = detail["quantization"]
+                info = np.iinfo(detail["dtype"])
+                q = np.round(np.asarray(feeds[spec.name], np.float32) / scale) + zero_point
+                typed[theirs] = np.clip(q, info.min, info.max).astype(detail["dtype"])
+            else:
+                typed[theirs] = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
         out = self.runner(**typed)
-        return {ours: np.asarray(out[theirs]) for ours, theirs in self._runtime_outputs.items()}
+        result = {}
+        for ours, theirs in self._runtime_outputs.items():
+            value, detail = np.asarray(out[theirs]), self._output_details[theirs]
+            if _quantized(detail):
+                scale, zero_point = detail["quantization"]
+                value = (value.astype(np.float32) - zero_point) * scale
+            result[ours] = value
+        return result
+
+
+def _quantized(detail: dict) -> bool:
+    """An integer tensor carrying a float's scale: the I/O of a fully quantized model."""
+    return np.issubdtype(detail["dtype"], np.integer) and detail["quantization"][0] != 0.0

@@ -1,0 +1,1 @@
+"""Where a benchmark runs: this host (`host`), an Android phone over adb (`adb`), a Mac with Core ML (`mac`)."""

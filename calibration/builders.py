@@ -1,0 +1,176 @@
+"""Calibration data recorded from real sampler runs, saved as safetensors shards plus a manifest.
+
+    prompts.txt ──tokenizer──> text_encoder.safetensors   input_ids (N,77)
+         │ DDIM with guidance, every UNet call recorded (uncond and cond rows, all timesteps)
+         └──────────────────> unet.safetensors           latent (M,4,h,w), timestep (M,), text_emb (M,77,D)
+    final latents + real photos (scikit-image) through the VAE encoder
+                   ─────────> vae_decoder.safetensors    latent (K,4,h,w)
+
+Every sample has batch 1 in the exported graphs, so guidance batches are split into rows.
+Deterministic given the seed: prompt order, noise, and photo crops are all seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat")  # skimage.data samples (offline)
+CALIBRATION_MANIFEST = "calibration.json"
+
+
+class CalibrationError(Exception):
+    pass
+
+
+def load_prompts() -> list[str]:
+    text = resources.files("calibration").joinpath("prompts.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def photo_batch(resolution: int, names: tuple[str, ...] = PHOTOS) -> np.ndarray:
+    """Real photos as (P,3,R,R) float32 in [-1,1]: center square crop, resized."""
+    from skimage import data
+    from skimage.color import gray2rgb
+    from skimage.transform import resize
+
+    images = []
+    for name in names:
+        image = getattr(data, name)()
+        if image.ndim == 2:
+            image = gray2rgb(image)
+        image = image[..., :3]
+        side = min(image.shape[:2])
+        top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+        square = image[top:top + side, left:left + side]
+        resized = resize(square, (resolution, resolution), anti_aliasing=True, preserve_range=True)
+        images.append(resized.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
+    return np.stack(images)
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    num_prompts: int = 16
+    steps: int = 4
+    seed: int = 0
+    guidance_scale: float = 7.5
+    resolution: int | None = None
+    checkpoint_dir: str | None = None
+
+
+def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
+                      progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Run the fp32 torch pipeline over `num_prompts` prompts and record every network input."""
+    from safetensors.numpy import save_file
+
+    from md_export.pipeline import TextToImagePipeline
+    from md_export.torch_networks import load_module, torch_networks
+    from models import component_example_inputs
+
+    if settings.num_prompts < 1 or settings.steps < 1:
+        raise CalibrationError("--num-prompts and --steps must be at least 1")
+    prompts = load_prompts()
+    if settings.num_prompts > len(prompts):
+        raise CalibrationError(f"--num-prompts {settings.num_prompts} > the {len(prompts)} prompts in the set")
+    resolution = settings.resolution or preset.resolution
+    rng = np.random.default_rng(settings.seed)
+    chosen = [prompts[i] for i in sorted(rng.choice(len(prompts), settings.num_prompts, replace=False))]
+    progress = progress or (lambda done, total, message: None)
+    total = settings.num_prompts + 1
+
+    networks, sources = torch_networks(preset, resolution, settings.checkpoint_dir)
+    pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
+    recorded = {"latent": [], "timestep": [], "text_emb": []}
+    unet_runner = networks.unet
+    original_run = unet_runner.run
+
+    def recording_run(feeds):
+        for name in recorded:
+            recorded[name].extend(np.split(feeds[name], feeds[name].shape[0]))
+        return original_run(feeds)
+
+    unet_runner.run = recording_run
+    final_latents = []
+    try:
+        for index, prompt in enumerate(chosen):
+            progress(index, total, f"sampling: {prompt[:48]}")
+            result = pipeline.generate(prompt, settings.steps, settings.seed + index, settings.guidance_scale)
+            final_latents.append(result.latent)
+    finally:
+        unet_runner.run = original_run
+
+    progress(settings.num_prompts, total, "encoding real photos")
+    encoder = load_module(preset, "vae_encoder", settings.checkpoint_dir, 0).module
+    import torch
+
+    with torch.inference_mode():
+        photo_latents = encoder(torch.from_numpy(photo_batch(resolution))).numpy()
+
+    shards = {
+        "text_encoder": {"input_ids": pipeline.tokenizer(chosen + [""])},
+        "unet": {name: np.concatenate(values).astype(np.float32) for name, values in recorded.items()},
+        "vae_decoder": {"latent": np.concatenate(final_latents + [photo_latents]).astype(np.float32)},
+    }
+    expected_latent = component_example_inputs(preset, "vae_decoder", resolution)[0].shape[1:]
+    assert shards["vae_decoder"]["latent"].shape[1:] == tuple(expected_latent)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+    try:
+        for component, arrays in shards.items():
+            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(staging / f"{component}.safetensors"))
+        manifest = {
+            "preset": preset.name, "resolution": resolution, "num_prompts": settings.num_prompts,
+            "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
+            "weights": sources, "prompts": chosen, "photos": list(PHOTOS),
+            "samples": {component: int(next(iter(arrays.values())).shape[0]) for component, arrays in shards.items()},
+            "files": {component: f"{component}.safetensors" for component in shards},
+        }
+        (staging / CALIBRATION_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    progress(total, total, "done")
+    return manifest
+
+
+def load_calibration(directory: str | Path, component: str) -> dict[str, np.ndarray]:
+    """The recorded inputs of one component: name -> (S, ...) array, one row per sample."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    manifest_path = directory / CALIBRATION_MANIFEST
+    if not manifest_path.is_file():
+        raise CalibrationError(f"{directory} has no {CALIBRATION_MANIFEST}: not a calibration directory "
+                               "(make one with md-export calibrate)")
+    manifest = json.loads(manifest_path.read_text())
+    if component not in manifest["files"]:
+        raise CalibrationError(f"calibration {directory} has no data for {component}")
+    return load_file(str(directory / manifest["files"][component]))
+
+
+def calibration_feeds(directory: str | Path, component: str, input_shapes: dict[str, list[int]],
+                      limit: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Per-sample feeds (batch 1) checked against an artifact's input shapes."""
+    arrays = load_calibration(directory, component)
+    for name, shape in input_shapes.items():
+        if name not in arrays:
+            raise CalibrationError(f"calibration for {component} has no input {name!r} (has {sorted(arrays)})")
+        if list(arrays[name].shape[1:]) != list(shape[1:]):
+            raise CalibrationError(f"calibration {component}.{name} rows are {list(arrays[name].shape[1:])}, "
+                                   f"the artifact takes {list(shape[1:])} (another resolution or preset?)")
+    count = next(iter(arrays.values())).shape[0]
+    count = count if limit is None else min(count, limit)
+    return [{name: arrays[name][i:i + 1] for name in input_shapes} for i in range(count)]

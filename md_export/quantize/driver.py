@@ -1,0 +1,195 @@
+"""`md-export quantize`: one recipe over every matching artifact of an export directory.
+
+  1. pick the recipe's source artifacts (fp32 ONNX / fp32 LiteRT / fp16-or-fp32 Core ML)
+  2. load calibration feeds per component (checked against each artifact's input shapes)
+  3. quantize (ONNX static: optional --target-psnr fallback with per-block sensitivity)
+  4. references: the export's seeded PyTorch references, plus real calibration inputs with the
+     fp32 artifact's outputs (itself within the fp32 gate of PyTorch)
+  5. manifest entries with the recipe's tolerances; staged, then moved into --out
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from calibration.builders import CalibrationError, calibration_feeds
+
+from ..errors import BadArgumentError, MdExportError
+from ..export.manifest import (MANIFEST, merge_entries, read_manifest, sha256_of, size_of, tool_versions,
+                               write_json_atomic)
+from ..runtimes import open_artifact
+from . import coreml_recipes, onnx_recipes, tflite_recipes
+from .recipes import Recipe, get_recipe
+from .sensitivity import static_with_fallback
+
+Progress = Callable[[str], None]
+
+
+class QuantizeError(MdExportError):
+    """A recipe's backend failed on an artifact."""
+
+REAL_REFERENCE_SAMPLES = 4
+
+
+def _sources(manifest: dict, recipe: Recipe) -> list[dict]:
+    entries = [e for e in manifest["artifacts"] if e["format"] == recipe.format]
+    preferred = ("fp16", "fp32") if recipe.format == "coreml" else ("fp32",)
+    for precision in preferred:
+        chosen = [e for e in entries if e["precision"] == precision]
+        if chosen:
+            return chosen
+    raise BadArgumentError(f"{recipe.name} needs {' or '.join(preferred)} {recipe.format} artifacts; "
+                           f"the directory has none (export with --formats {recipe.format})")
+
+
+def _feeds(calibration: Path | None, entry: dict, limit: int | None = None) -> list[dict]:
+    shapes = {i["name"]: i["shape"] for i in entry["inputs"]}
+    return calibration_feeds(calibration, entry["component"], shapes, limit)
+
+
+def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path, calibration: str | Path | None = None,
+                       target_psnr: float | None = None, progress: Progress | None = None) -> list[dict]:
+    recipe = get_recipe(recipe_name)
+    progress = progress or (lambda message: None)
+    artifacts, out = Path(artifacts), Path(out)
+    calibration = Path(calibration) if calibration else None
+    if recipe.calibration and calibration is None:
+        raise BadArgumentError(f"{recipe.name} calibrates activations: pass --calibration DIR (md-export calibrate)")
+    if target_psnr is not None and not recipe.fallback:
+        raise BadArgumentError(f"--target-psnr works with {', '.join(r for r in _fallback_recipes())}, not {recipe.name}")
+    if target_psnr is not None and calibration is None:
+        raise BadArgumentError("--target-psnr measures the error on calibration inputs: pass --calibration DIR")
+    if out.resolve() == artifacts.resolve():
+        raise BadArgumentError("--out must differ from --artifacts (quantized artifacts get their own manifest)")
+    manifest = read_manifest(artifacts)
+    sources = _sources(manifest, recipe)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    try:
+        entries = []
+        for file in dict.fromkeys(e["file"] for e in sources):  # LiteRT: one file, several signatures
+            group = [e for e in sources if e["file"] == file]
+            entries += _quantize_file(recipe, artifacts, group, staging, calibration, target_psnr, progress)
+        progress("writing manifest")
+        for file in sorted({e["file"] for e in entries}):
+            _move(staging / file, out / file)
+        for reference in sorted({r for e in entries for r in (e["reference"], e.get("real_reference")) if r}):
+            (out / reference).parent.mkdir(parents=True, exist_ok=True)
+            source = staging / reference if (staging / reference).exists() else artifacts / reference
+            shutil.copy2(source, out / reference)
+        source = dict(manifest.get("source", {}))
+        source["quantization"] = {"recipe": recipe.name, "from": str(artifacts.resolve()),
+                                  "calibration": str(calibration.resolve()) if calibration else None,
+                                  "target_psnr_db": target_psnr}
+        previous = read_manifest(out)["artifacts"] if (out / MANIFEST).exists() else []
+        write_json_atomic(out / MANIFEST, {
+            "md_export_version": tool_versions()["md-export"],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source": source, "tools": tool_versions(), "artifacts": merge_entries(previous, entries)})
+        return entries
+    except CalibrationError as exc:
+        raise BadArgumentError(str(exc)) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fallback_recipes() -> list[str]:
+    from .recipes import RECIPES
+
+    return [name for name, r in RECIPES.items() if r.fallback]
+
+
+def _move(src: Path, dst: Path) -> None:
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    elif dst.exists():
+        dst.unlink()
+    shutil.move(str(src), str(dst))
+
+
+def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: Path, calibration: Path | None,
+                   target_psnr: float | None, progress: Progress) -> list[dict]:
+    first = group[0]
+    source_path = artifacts / first["file"]
+    stem = first["file"].split(".")[0]
+    suffix = Path(first["file"]).suffix
+    file = f"{stem}.{recipe.label}{suffix}"
+    progress(f"{recipe.name}: {first['file']}")
+    start = time.perf_counter()
+    try:
+        fallback = _apply(recipe, first, group, source_path, staging / file, calibration, target_psnr, progress)
+    except (BadArgumentError, CalibrationError):
+        raise
+    except Exception as exc:  # converters raise anything; name the recipe, the file and the reason
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise QuantizeError(f"{recipe.name} failed on {first['file']}: {reason}") from exc
+    seconds = time.perf_counter() - start
+    return _finish(recipe, group, file, staging, seconds, fallback, artifacts, calibration)
+
+
+def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, target: Path, calibration: Path | None,
+           target_psnr: float | None, progress: Progress) -> dict | None:
+    """Run the recipe's backend; returns the fallback report when --target-psnr was used."""
+    if recipe.format == "onnx":
+        feeds = _feeds(calibration, first) if recipe.calibration else None
+        if target_psnr is not None:
+            result = static_with_fallback(source_path, target, feeds, feeds[:: max(1, len(feeds) // 8)],
+                                          target_psnr, recipe.kind,
+                                          progress=lambda m: progress(f"{first['component']}: {m}"))
+            return dataclasses.asdict(result)
+        getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
+    elif recipe.format == "tflite":
+        signature_feeds = None
+        if recipe.calibration:
+            signature_feeds = {}
+            for entry in group:
+                names = entry["runtime_names"]
+                signature_feeds[entry["signature"]] = [
+                    {names[k]: (v.astype(np.int32) if v.dtype == np.int64 else v) for k, v in feed.items()}
+                    for feed in _feeds(calibration, entry)]
+        tflite_recipes.quantize(recipe.kind, source_path, target, signature_feeds)
+    else:
+        coreml_recipes.compress(recipe.kind, source_path, target)
+    return None
+
+
+def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds: float, fallback: dict | None,
+            artifacts: Path, calibration: Path | None) -> list[dict]:
+    results = []
+    for entry in group:
+        new = dict(entry)
+        new.update({"file": file, "precision": recipe.label, "recipe": recipe.name, "quantized_from": entry["file"],
+                    "quantize_seconds": round(seconds, 2), "size_bytes": size_of(staging / file),
+                    "sha256": sha256_of(staging / file),
+                    "tolerance": recipe.tolerances.lookup(entry["component"], recipe.label).as_dict()})
+        if fallback is not None:
+            new["fallback"] = fallback
+        if calibration is not None and recipe.format != "coreml":
+            new["real_reference"] = _real_reference(artifacts, entry, calibration, staging)
+        results.append(new)
+    return results
+
+
+def _real_reference(artifacts: Path, entry: dict, calibration: Path, staging: Path) -> str:
+    """A few real calibration inputs with the fp32 artifact's outputs on them."""
+    feeds = _feeds(calibration, entry)
+    picks = np.linspace(0, len(feeds) - 1, min(REAL_REFERENCE_SAMPLES, len(feeds))).round().astype(int)
+    runner = open_artifact(artifacts, entry)
+    arrays = {}
+    for name in entry["inputs"]:
+        arrays[f"input:{name['name']}"] = np.concatenate([feeds[i][name["name"]] for i in picks])
+    for output in entry["outputs"]:
+        arrays[f"output:{output['name']}"] = np.concatenate([runner.run(feeds[i])[output["name"]] for i in picks])
+    tag = Path(entry["reference"]).stem
+    relative = f"reference/{tag}.real.npz"
+    (staging / "reference").mkdir(exist_ok=True)
+    np.savez(staging / relative, **arrays)
+    return relative

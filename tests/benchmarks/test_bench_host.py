@@ -1,0 +1,154 @@
+"""The host harness end to end on tiny presets / artifacts. Timings are never asserted: only what
+was measured, how it is described, and the error paths."""
+
+import json
+import platform
+
+import pytest
+
+from benchmarks.machine_peak import measure_machine_peak
+from benchmarks.schema import validate
+from md_export.export.manifest import read_manifest
+
+FAST = ["--warmup", "0", "--runs", "2", "--no-peak", "--no-progress"]
+
+
+def test_preset_torch_components_with_all_outputs(tmp_path, cli, capsys):
+    out = tmp_path / "r"
+    code = cli(["bench", "run", "--preset", "mobilediffusion-tiny", "--components", "text_encoder,unet",
+                "--threads", "1", *FAST, "--json", f"{out}.json", "--markdown", f"{out}.md", "--chart", f"{out}.png"])
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    validate(result)
+    assert [i["name"] for i in result["items"]] == ["text_encoder/torch/fp32", "unet@64/torch/fp32"]
+    assert result["settings"]["threads"] == 1 and result["settings"]["runs"] == 2
+    for item in result["items"]:
+        assert item["runs"] == 2 and item["threads"] == 1 and item["level"] == "component"
+        assert item["gflops"] > 0 and item["achieved_gflops_per_s"] > 0
+        assert item["fraction_of_peak"] is None  # --no-peak: nothing to hold it against
+    assert "unet@64/torch/fp32" in (tmp_path / "r.md").read_text()
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| unet@64/torch/fp32 | torch | fp32 | 1 |" in capsys.readouterr().out
+
+
+def test_artifact_dir_components_and_pipeline(onnx_dir, tmp_path, cli):
+    out = tmp_path / "r.json"
+    code = cli(["bench", "run", "--artifacts", str(onnx_dir), "--level", "component,pipeline", "--steps", "1,2",
+                "--guidance", "on,off", "--pipeline-warmup", "0", "--pipeline-runs", "1", "--threads", "1",
+                *FAST, "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    validate(result)
+    manifest = read_manifest(onnx_dir)
+    by_name = {i["name"]: i for i in result["items"]}
+    components = [i for i in result["items"] if i["level"] == "component"]
+    assert {i["component"] for i in components} == {"text_encoder", "unet", "vae_decoder"}
+    hashes = {e["file"]: e["sha256"] for e in manifest["artifacts"]}
+    for item in components:
+        assert item["runtime"] == "onnxruntime" and item["sha256"] == hashes[item["file"]]
+        assert item["inputs"] == "reference"  # the exporter's real seeded inputs
+    # steps 1 never uses guidance; steps 2 with and without it.
+    assert {n for n, i in by_name.items() if i["level"] == "pipeline"} == {
+        "pipeline@64/onnxruntime/fp32/1step/nocfg", "pipeline@64/onnxruntime/fp32/2step/cfg7.5",
+        "pipeline@64/onnxruntime/fp32/2step/nocfg"}
+    guided = by_name["pipeline@64/onnxruntime/fp32/2step/cfg7.5"]
+    assert set(guided["stages"]) == {"text_encoder", "unet", "unet_per_step", "vae_decoder", "total"}
+    assert guided["stages"]["total"] == pytest.approx(
+        guided["stages"]["text_encoder"] + guided["stages"]["unet"] + guided["stages"]["vae_decoder"], rel=0.05)
+    # The exported UNet has batch 1: a guided step is two calls.
+    step = by_name["unet_step@64/onnxruntime/fp32/cfg"]
+    assert step["level"] == "unet_step" and step["calls_per_step"] == 2 and step["runs"] == 2  # 2 steps x 1 run
+    # Work of a guided image: text encoder x2 + UNet x steps x2 + decoder.
+    unet = by_name["unet@64/onnxruntime/fp32"]["gflops"]
+    text = by_name["text_encoder/onnxruntime/fp32"]["gflops"]
+    vae = by_name["vae_decoder@64/onnxruntime/fp32"]["gflops"]
+    assert guided["gflops"] == pytest.approx(2 * text + 4 * unet + vae, rel=1e-3)
+
+
+def test_single_tflite_artifact_litert(tflite_dir, tmp_path, cli):
+    out = tmp_path / "r.json"
+    assert cli(["bench", "run", "--model", str(tflite_dir / "vae_decoder.fp32.tflite"), "--threads", "1",
+                *FAST, "--json", str(out)]) == 0
+    (item,) = json.loads(out.read_text())["items"]
+    assert item["name"] == "vae_decoder@64/litert/fp32" and item["runtime"] == "litert" and item["gflops"] > 0
+
+
+def test_machine_peak_is_measured():
+    peak = measure_machine_peak(threads=1, n=128)
+    assert peak["fp32_gflops"] > 0 and peak["int8_gops"] > 0
+    assert peak["gemm_size"] == 128 and "MatMulInteger" in peak["method"]
+
+
+def test_peak_fraction_reported_when_measured(tmp_path, cli):
+    out = tmp_path / "r.json"
+    assert cli(["bench", "run", "--preset", "mobilediffusion-tiny", "--components", "vae_decoder", "--threads", "1",
+                "--warmup", "0", "--runs", "1", "--peak-size", "128", "--no-progress", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["machine_peak"]["fp32_gflops"] > 0
+    item = result["items"][0]
+    assert item["fraction_of_peak"] == pytest.approx(
+        item["achieved_gflops_per_s"] / result["machine_peak"]["fp32_gflops"], rel=1e-2)
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path, cli, monkeypatch, capsys):
+    from md_export.runtimes import torch_runner
+
+    original = torch_runner.TorchRunner.run
+    calls = {"n": 0}
+
+    def run(self, feeds):
+        calls["n"] += 1
+        if calls["n"] == 4:  # text encoder: first + 2 timed = 3 calls; Ctrl-C in the UNet's first call
+            raise KeyboardInterrupt
+        return original(self, feeds)
+
+    monkeypatch.setattr(torch_runner.TorchRunner, "run", run)
+    out = tmp_path / "r.json"
+    code = cli(["bench", "run", "--preset", "mobilediffusion-tiny", "--components", "text_encoder,unet",
+                "--threads", "1", *FAST, "--json", str(out)])
+    assert code == 130
+    result = json.loads(out.read_text())
+    validate(result)
+    assert result["interrupted"] is True
+    assert [i["name"] for i in result["items"]] == ["text_encoder/torch/fp32"]
+    captured = capsys.readouterr()
+    assert "text_encoder/torch/fp32" in captured.out and "interrupted" in captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "nope"], "unknown preset"),
+    (["--artifacts", "/nonexistent/dir"], "no manifest.json"),
+    (["--preset", "mobilediffusion-tiny", "--runtime", "onnxruntime"], "export it and pass --artifacts"),
+    (["--preset", "mobilediffusion-tiny", "--runs", "0"], "--runs must be >= 1"),
+    (["--preset", "mobilediffusion-tiny", "--level", "galaxy"], "--level"),
+    (["--preset", "mobilediffusion-tiny", "--level", "pipeline", "--steps", "0"], "--steps must be >= 1"),
+    (["--preset", "mobilediffusion-tiny", "--device", "tpu:0"], "--device 'tpu:0'"),
+    (["--model", "/nonexistent/m.tflite"], "does not exist"),
+    ([], "give exactly one of"),
+    (["--preset", "mobilediffusion-tiny", "--json", "/nonexistent/dir/r.json", "--components", "text_encoder"],
+     "does not exist"),
+])
+def test_user_errors_are_one_line(argv, message, cli, capsys):
+    assert cli(["bench", "run", *FAST, *argv]) == 2  # argv last: its --runs overrides FAST's
+    err = capsys.readouterr().err
+    assert err.startswith("md-export: error:") and message in err and "Traceback" not in err
+
+
+def test_artifact_filters_that_match_nothing(onnx_dir, cli, capsys):
+    assert cli(["bench", "run", "--artifacts", str(onnx_dir), "--precision", "int8", *FAST]) == 2
+    assert "nothing to benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="the refusal is for machines without Core ML")
+def test_mac_target_needs_macos(onnx_dir, cli, capsys):
+    assert cli(["bench", "run", "--artifacts", str(onnx_dir), "--device", "mac", *FAST]) == 2
+    assert "needs macOS" in capsys.readouterr().err
+    assert cli(["bench", "run", "--artifacts", str(onnx_dir), "--runtime", "coreml", *FAST]) == 2
+    assert "only on macOS" in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_before_measuring(tmp_path, cli, capsys):
+    assert cli(["bench", "run", "--preset", "mobilediffusion-tiny", *FAST,
+                "--chart", str(tmp_path / "missing" / "c.png")]) == 2
+    captured = capsys.readouterr()
+    assert "does not exist" in captured.err and captured.out == ""  # no table: nothing was measured
