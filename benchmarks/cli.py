@@ -55,6 +55,7 @@ def _check_outputs(args) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .interrupts import sigterm_as_interrupt
     from .progress import BenchProgress
     from .schema import new_result
 
@@ -95,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "min_seconds": args.min_seconds,
         "providers": list(settings.providers), "compute_units": settings.compute_units, "delegate": "xnnpack (CPU)",
         "seed": args.seed, "levels": levels})
-    with BenchProgress(enabled=not args.no_progress) as progress:
+    with BenchProgress(enabled=not args.no_progress) as progress, sigterm_as_interrupt():
         try:
             if args.peak:
                 from .machine_peak import measure_machine_peak

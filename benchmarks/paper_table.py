@@ -19,6 +19,7 @@ from pathlib import Path
 from md_export.errors import MdExportError
 
 from .pipeline_bench import PipelineCase, bench_pipeline
+from .interrupts import sigterm_as_interrupt
 from .progress import BenchProgress
 from .report import markdown_table, write_bytes_atomic, write_chart, write_json
 from .run_jobs import run_jobs
@@ -131,7 +132,7 @@ def run_paper_table(args) -> int:
                         {"threads": args.threads, "warmup": args.warmup, "runs": args.runs, "pipeline_runs": args.pipeline_runs,
                          "providers": ["CPUExecutionProvider"], "delegate": "xnnpack (CPU)", "seed": 0})
     costs = _costs(args.preset, args.resolution)
-    with BenchProgress(enabled=not args.no_progress) as progress:
+    with BenchProgress(enabled=not args.no_progress) as progress, sigterm_as_interrupt():
         try:
             with progress.item("machine peak (GEMM fp32 / int8)", None):
                 result["machine_peak"] = measure_machine_peak(args.threads, args.peak_size)
@@ -140,7 +141,10 @@ def run_paper_table(args) -> int:
             jobs = preset_jobs(args.preset, settings, list(COMPONENTS), args.resolution)
             jobs += artifact_dir_jobs(artifacts, settings, None, None, list(COMPONENTS), args.resolution)[0]
             # The baseline's UNet step through torch: same runtime, same definition (one batch-1 call).
-            jobs += preset_jobs(args.baseline, settings, ["unet"], args.resolution)
+            baseline_jobs = preset_jobs(args.baseline, settings, ["unet"], args.resolution)
+            for job in baseline_jobs:
+                job.name = f"{args.baseline}:{job.name}"  # item names are unique keys (bench compare)
+            jobs += baseline_jobs
             for job in jobs:
                 job.extra.setdefault("preset", args.preset)
             run_jobs(jobs, result, args.warmup, args.runs, 0.0, args.threads, progress)

@@ -135,6 +135,10 @@ def validate(result: dict) -> None:
                 problems.append(f"{where}: latency_ms min <= p50 <= max does not hold")
         elif "latency_ms" in item:
             problems.append(f"{where}: latency_ms is not an object")
+    names = [i.get("name") for i in result.get("items") or [] if isinstance(i, dict)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"item names must be unique (compare matches on them): {duplicates}")
     if problems:
         raise SchemaError("not a valid bench result: " + "; ".join(problems[:10])
                           + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""))

@@ -227,17 +227,30 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .parity import ParityFailure, check_directory, markdown
 
     console = Console(stderr=True)
+    pipelines = []
     with console.status("parity ...") as status:
         report = check_directory(args.artifacts, args.threads, progress=lambda m: status.update(f"parity: {m}"))
-    text = markdown(report)
+        if args.pipeline:
+            from .pipeline_parity import check_pipelines
+
+            pipelines = check_pipelines(args.artifacts, args.prompts, args.steps,
+                                        progress=lambda m: status.update(f"parity: {m}"))
+    from .pipeline_parity import markdown as pipeline_markdown
+
+    text = markdown(report) + pipeline_markdown(pipelines)
     write_text_atomic(Path(args.artifacts) / "parity.md", text)
+    passed = report.passed and all(p.passed for p in pipelines)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        data = report.as_dict()
+        data["passed"] = passed
+        data["pipelines"] = [p.as_dict() for p in pipelines]
+        print(json.dumps(data, indent=2))
     else:
         print(text)
-    if not report.passed:
+    if not passed:
         bad = [a.file + (f" [{a.signature}]" if a.signature else "") for a in report.artifacts if not a.ok]
-        raise ParityFailure(f"parity failed for {len(bad)} of {len(report.artifacts)} artifacts: {', '.join(bad)}")
+        bad += [f"{p.format} {p.precision} pipeline" for p in pipelines if not p.passed]
+        raise ParityFailure(f"parity failed for {len(bad)} item(s): {', '.join(bad)}")
     return 0
 
 
@@ -380,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--out", required=True)
     quantize.set_defaults(func=cmd_quantize)
 
+    from benchmarks.cli import register as register_bench
+
+    register_bench(sub)
+
     run = sub.add_parser("run", help="the main job: summary, export, parity, exported pipeline vs torch, report")
     run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
     run.add_argument("--out", default="md_export_out", help="output directory (report.md, images, artifacts/)")
@@ -395,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("artifacts", metavar="DIR")
     parity.add_argument("--json", action="store_true", help="print the machine-readable report")
     parity.add_argument("--threads", type=int, default=None)
+    parity.add_argument("--pipeline", action="store_true",
+                        help="also run each complete exported pipeline against the torch pipeline: per-step "
+                             "latent PSNR, final image PSNR and SSIM")
+    parity.add_argument("--prompts", type=int, default=2, help="prompts for --pipeline")
+    parity.add_argument("--steps", type=int, default=4, help="DDIM steps for --pipeline")
     parity.set_defaults(func=cmd_parity)
 
     generate = sub.add_parser("generate", help="text -> image (torch, or exported artifacts)")
@@ -428,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     from .export.manifest import ManifestError
     from .export.types import ExportError
     from .parity import ParityFailure
+    from calibration.builders import CalibrationError
+
     from .runtimes import ArtifactLoadError, InputMismatchError, RuntimeUnavailableError
     from .tokenizer import PromptTruncatedWarning
 
@@ -441,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"md-export: error: {exc}", file=sys.stderr)
         return EXIT_PARITY_FAILED
     except (UnknownPresetError, CheckpointError, MdExportError, ExportError, ManifestError, ArtifactLoadError,
-            InputMismatchError, RuntimeUnavailableError) as exc:
+            InputMismatchError, RuntimeUnavailableError, CalibrationError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:
         return _die("interrupted")

@@ -5,7 +5,8 @@
   3. export the three networks to every requested format
   4. parity of every artifact (hard gates)
   5. the same prompt and seed through the exported ONNX / LiteRT runners: image PSNR vs torch
-  6. OUT/report.md and OUT/report.json
+  6. calibration data from real sampler runs; one int8 recipe per format; parity of each
+  7. OUT/report.md and OUT/report.json
 
 Exit status is non-zero when parity fails; the report is written either way.
 """
@@ -41,13 +42,19 @@ class MainJobSettings:
     formats: tuple[str, ...] = ("onnx", "coreml", "tflite")
     precisions: tuple[str, ...] = ("fp32",)
     checkpoint_dir: str | None = None
+    calibration_prompts: int = 4
+    calibration_steps: int = 2
+    # one int8 recipe per format: the fastest CPU path for ONNX, XNNPACK's dynamic-range path for
+    # LiteRT, 8-bit weights for Core ML (activation calibration for Core ML needs macOS)
+    recipes: tuple[str, ...] = ("onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8")
+    bench_runs: int = 3
 
 
 def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, progress: Progress) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     artifacts = out / "artifacts"
-    report: dict = {"preset": preset.name, "resolution": preset.resolution, "prompt": settings.prompt,
+    report: dict = {"out": str(out), "preset": preset.name, "resolution": preset.resolution, "prompt": settings.prompt,
                     "steps": settings.steps, "seed": settings.seed,
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "stage_seconds": {}}
@@ -102,10 +109,70 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
         }
         done(f"{runtime} pipeline")
 
+    quantized_markdown = ""
+    recipes = [r for r in settings.recipes if r.split("-")[0] in settings.formats]
+    report["quantized"] = {}
+    if recipes:
+        from calibration.builders import CalibrationSettings, build_calibration
+
+        from .quantize.driver import quantize_directory
+
+        stage("calibration")
+        build_calibration(preset, out / "calibration",
+                          CalibrationSettings(num_prompts=settings.calibration_prompts, steps=settings.calibration_steps,
+                                              seed=settings.seed, checkpoint_dir=settings.checkpoint_dir),
+                          lambda done, total, message: progress(f"calibration: {message}"))
+        done("calibration")
+        for recipe in recipes:
+            stage(f"quantize {recipe}")
+            target = out / "quantized" / recipe
+            entries = quantize_directory(artifacts, recipe, target, out / "calibration",
+                                         progress=lambda message: progress(f"quantize: {message}"))
+            result = check_directory(target)
+            write_text_atomic(target / "parity.md", markdown(result))
+            report["quantized"][recipe] = {
+                "passed": result.passed,
+                "artifacts": [{"file": e["file"], "size_bytes": e["size_bytes"],
+                               "quantize_seconds": e["quantize_seconds"]} for e in entries],
+                "parity": result.as_dict(),
+            }
+            quantized_markdown += markdown(result).replace("# Parity", f"## Parity of {recipe}", 1)
+            done(f"quantize {recipe}")
+
+    stage("benchmark")
+    report["benchmark"] = run_benchmark(out, [out / "artifacts"] + [out / "quantized" / r for r in recipes],
+                                        settings.bench_runs)
+    done("benchmark")
+
+    # The gate of the job is the float export; quantized recipes report their own verdicts.
     report["passed"] = parity.passed
     write_json_atomic(out / "report.json", report)
-    write_text_atomic(out / "report.md", render(report, markdown(parity)))
+    write_text_atomic(out / "report.md", render(report, markdown(parity)) + quantized_markdown)
     return report
+
+
+def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
+    """`md-export bench run` over every artifact directory the job wrote: one JSON, Markdown and
+    chart per directory (bench/<name>.json|md|png), summarised in the report."""
+    import argparse
+
+    from benchmarks.cli import register
+
+    parser = argparse.ArgumentParser(prog="md-export")
+    register(parser.add_subparsers(dest="command"))
+    (out / "bench").mkdir(exist_ok=True)
+    summary = {}
+    for directory in directories:
+        if not (directory / "manifest.json").exists():
+            continue
+        name = directory.name
+        base = out / "bench" / name
+        args = parser.parse_args(["bench", "run", "--artifacts", str(directory), "--runtime", "onnxruntime,litert",
+                                  "--runs", str(runs), "--warmup", "1", "--json", f"{base}.json",
+                                  "--markdown", f"{base}.md", "--chart", f"{base}.png"])
+        args.func(args)
+        summary[name] = {"json": f"bench/{name}.json", "markdown": f"bench/{name}.md", "chart": f"bench/{name}.png"}
+    return summary
 
 
 def render(report: dict, parity_markdown: str) -> str:
@@ -127,6 +194,18 @@ def render(report: dict, parity_markdown: str) -> str:
     for a in report["artifacts"]:
         name = a["file"] + (f" [{a['signature']}]" if a.get("signature") else "")
         lines.append(f"| {name} | {a['format']} | {a['precision']} | {a['size_bytes'] / 1e6:.1f} | {a['export_seconds']:.1f} |")
+    if report.get("quantized"):
+        lines += ["", "## Quantized (one recipe per format)", "", "| recipe | artifact | size MB | parity |",
+                  "| --- | --- | ---: | --- |"]
+        for recipe, data in report["quantized"].items():
+            statuses = {a["file"]: a["status"] for a in data["parity"]["artifacts"]}
+            for a in data["artifacts"]:
+                lines.append(f"| {recipe} | {a['file']} | {a['size_bytes'] / 1e6:.1f} | {statuses.get(a['file'], '')} |")
+    for name, files in report.get("benchmark", {}).items():
+        lines += ["", f"## Benchmark: {name}", "", f"![latency]({files['chart']})", ""]
+        bench_md = Path(report["out"]) / files["markdown"]
+        if bench_md.exists():
+            lines.append(bench_md.read_text())
     lines += ["", "## Stage times (s)", ""] + [f"- {k}: {v}" for k, v in report["stage_seconds"].items()]
     lines += ["", parity_markdown.replace("# Parity", "## Parity", 1)]
     return "\n".join(lines) + "\n"

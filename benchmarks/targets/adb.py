@@ -77,7 +77,8 @@ class Adb:
 
 
 def _models(args) -> list[tuple[Path, dict | None]]:
-    """(local file, manifest entry or None) for the chosen format."""
+    """(local file, manifest entry or None) for the chosen format; each entry carries the manifest's
+    preset under `_preset` so the phone's items get FLOPs too."""
     from md_export.export.manifest import ManifestError, read_manifest
 
     fmt = "onnx" if "perf_test" in Path(args.binary).name else "tflite"
@@ -89,7 +90,9 @@ def _models(args) -> list[tuple[Path, dict | None]]:
             raise MdExportError(f"{Path(args.binary).name} runs .{fmt} models, not {path.name}")
         entry = None
         try:
-            entry = next((e for e in read_manifest(path.parent)["artifacts"] if e["file"] == path.name), None)
+            manifest = read_manifest(path.parent)
+            entry = next((dict(e, _preset=(manifest.get("source") or {}).get("preset"))
+                          for e in manifest["artifacts"] if e["file"] == path.name), None)
         except ManifestError:
             pass
         return [(path, entry)]
@@ -101,7 +104,8 @@ def _models(args) -> list[tuple[Path, dict | None]]:
         raise MdExportError(str(exc)) from None
     precisions = [p for p in (args.precision or "").split(",") if p]
     components = [c for c in (args.components or "").split(",") if c]
-    chosen = [(Path(args.artifacts) / e["file"], e) for e in manifest["artifacts"]
+    preset = (manifest.get("source") or {}).get("preset")
+    chosen = [(Path(args.artifacts) / e["file"], dict(e, _preset=preset)) for e in manifest["artifacts"]
               if e["format"] == fmt and (not precisions or e["precision"] in precisions)
               and (not components or e["component"] in components)]
     if not chosen:
@@ -151,7 +155,7 @@ def run_on_adb(args) -> dict:
     adb.shell(["chmod", "755", remote_binary], "chmod")
     from md_export.export.manifest import sha256_of
 
-    from ..targets.host import _job_name
+    from ..targets.host import _job_name, component_gflops
 
     try:
         for path, entry in models:
@@ -163,12 +167,18 @@ def run_on_adb(args) -> dict:
             precision = entry["precision"] if entry else "unknown"
             name = (_job_name(component, entry.get("resolution"), runtime, precision, 1) if entry
                     else f"{path.stem}/{runtime}")
+            gflops = component_gflops(entry.get("_preset"), component, entry.get("resolution"), 1) if entry else None
+            typical = parsed["latency_ms"]["p50"] or parsed["latency_ms"]["mean"]
+            achieved = gflops / (typical / 1e3) if gflops and typical else None
             add_item(result, {
                 "name": name, "level": "component", "component": component, "runtime": runtime,
                 "precision": precision, "threads": args.threads, "init_ms": parsed.get("init_ms"),
                 "first_ms": parsed.get("first_ms"), "peak_rss_mb": parsed.get("peak_rss_mb"),
-                "runs": parsed.get("runs"), "latency_ms": parsed["latency_ms"], "gflops": None,
-                "achieved_gflops_per_s": None, "fraction_of_peak": None, "interrupted": False,
+                "runs": parsed.get("runs"), "latency_ms": parsed["latency_ms"],
+                "gflops": round(gflops, 4) if gflops else None,
+                # The phone's own GEMM peak is not measured: no fraction of peak for phone items.
+                "achieved_gflops_per_s": round(achieved, 2) if achieved else None, "fraction_of_peak": None,
+                "interrupted": False,
                 "format": path.suffix.lstrip("."), "file": path.name,
                 "sha256": entry.get("sha256") if entry else sha256_of(path),
                 "delegate": args.delegate, "tool_output": parsed,

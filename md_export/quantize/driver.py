@@ -132,6 +132,10 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise QuantizeError(f"{recipe.name} failed on {first['file']}: {reason}") from exc
     seconds = time.perf_counter() - start
+    if not _changed_anything(recipe.format, staging / file):
+        # a recipe whose policy matched no op writes the float model back: say so, do not ship it
+        raise QuantizeError(f"{recipe.name} quantized nothing in {first['file']} (size unchanged): "
+                            "no op of this model is supported by the recipe")
     return _finish(recipe, group, file, staging, seconds, fallback, artifacts, calibration)
 
 
@@ -159,6 +163,26 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
     else:
         coreml_recipes.compress(recipe.kind, source_path, target)
     return None
+
+
+_QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                       "ConvInteger", "QLinearConv", "QLinearMatMul"}
+
+
+def _changed_anything(fmt: str, path: Path) -> bool:
+    """Did the recipe quantize at least one tensor? (A policy that matches no op copies the model.)"""
+    if fmt == "onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        return (any(n.op_type in _QUANTIZED_ONNX_OPS for n in model.graph.node)
+                or any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer))
+    if fmt == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(path)).get_tensor_details()
+        return any(len(d["quantization_parameters"]["scales"]) or d["dtype"] == np.float16 for d in details)
+    return True  # coremltools raises when nothing can be compressed
 
 
 def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds: float, fallback: dict | None,

@@ -4,7 +4,8 @@
 - tflite-dynamic-int8: int8 channelwise weights, activations quantized on the fly (XNNPACK
   dynamic-range kernels). No calibration; the usual first try on phones.
 - tflite-weight-only-int8: int8 weights, dequantized before fp32 compute: 4x smaller, fp32 speed.
-- tflite-weight-only-int4: int4 blockwise (32) weights: ~8x smaller weights, for download size.
+- tflite-weight-only-int4: int4 channelwise weights, fp32 compute: for download size.
+- tflite-dynamic-int4-blockwise: int4 blockwise-32 weights on fully-connected layers, dynamic-range.
 - tflite-static-int8: int8 weights and activations (W8A8) with ranges calibrated on real sampler
   inputs: the NPU/DSP path (NNAPI, Hexagon) and the fastest CPU path.
 """
@@ -36,7 +37,9 @@ def recipe_for(name: str):
         "fp16": fp16_recipe,
         "dynamic_int8": recipe.dynamic_wi8_afp32,
         "weight_only_int8": lambda: _weight_config("weight_only", 8, "CHANNELWISE"),
-        "weight_only_int4": lambda: _weight_config("weight_only", 4, "BLOCKWISE_32"),
+        # AEQ 0.10's policy has no blockwise weight-only int4 (it silently quantizes nothing):
+        # channelwise here, blockwise through the dynamic recipe below.
+        "weight_only_int4": lambda: _weight_config("weight_only", 4, "CHANNELWISE"),
         "dynamic_int4": lambda: _weight_config("dynamic", 4, "BLOCKWISE_32"),
         "static_int8": recipe.static_wi8_ai8,
     }[name]()

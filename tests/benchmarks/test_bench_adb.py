@@ -182,3 +182,22 @@ def test_artifact_dir_on_phone_uses_manifest_names(adb, tmp_path, cli):
     items = json.loads(out.read_text())["items"]
     # Same item name as on the host, so `bench compare host.json phone.json` lines them up.
     assert [i["name"] for i in items] == ["unet@64/litert/fp32"] and items[0]["sha256"] == "f" * 64
+    assert items[0]["gflops"] is None  # preset "x" is unknown: no FLOPs rather than a guess
+
+
+def test_phone_items_get_flops_from_the_manifest_preset(adb, tmp_path, cli):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "unet.fp32.tflite").write_bytes(b"stand-in")
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps({
+        "source": {"kind": "preset", "preset": "mobilediffusion-tiny"}, "artifacts": [
+            {"file": "unet.fp32.tflite", "component": "unet", "format": "tflite", "precision": "fp32",
+             "resolution": 64, "sha256": "f" * 64, "inputs": [], "outputs": []}]}))
+    tool = tmp_path / "benchmark_model"
+    tool.write_bytes(b"stand-in")
+    out = tmp_path / "r.json"
+    assert cli(["bench", "run", "--artifacts", str(tmp_path / "a"), "--device", "adb:S", "--binary", str(tool),
+                "--json", str(out)]) == 0
+    (item,) = json.loads(out.read_text())["items"]
+    assert item["gflops"] > 0
+    # The fixture's median is 79.42 ms.
+    assert item["achieved_gflops_per_s"] == pytest.approx(item["gflops"] / 0.07942, rel=1e-2)

@@ -36,6 +36,7 @@ def test_new_result_has_the_shared_fields():
     (lambda r: r["items"][0].update(level="galaxy"), "level 'galaxy'"),
     (lambda r: r["items"][0].update(init_ms="fast"), "init_ms is not a number"),
     (lambda r: r["items"][0]["latency_ms"].update(min=100.0), "min <= p50 <= max"),
+    (lambda r: r["items"].append(copy.deepcopy(r["items"][0])), "must be unique"),
 ])
 def test_validate_names_the_problem(breaks, message):
     result = copy.deepcopy(sample_result())

@@ -80,3 +80,17 @@ def test_make_item_gflops_and_fraction_of_peak():
     assert fraction_of_peak(200.0, "int8", peak) == pytest.approx(0.125)
     assert fraction_of_peak(None, "fp32", peak) is None and fraction_of_peak(1.0, "fp32", None) is None
     assert np.isfinite(item["latency_ms"]["std"])
+
+
+def test_sigterm_becomes_an_interrupt_and_is_restored():
+    import os
+    import signal
+
+    from benchmarks.interrupts import sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 1.0) if hasattr(signal, "sigtimedwait") else None
+    assert signal.getsignal(signal.SIGTERM) == before

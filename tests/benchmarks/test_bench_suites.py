@@ -30,6 +30,7 @@ def test_paper_table_tiny(onnx_dir, tmp_path, cli, capsys):
                                         "pipeline@64/onnxruntime/fp32/8step/cfg7.5"}
     ratio = table["unet_step_ratio"]["torch/fp32"]
     assert ratio["ratio"] == pytest.approx(ratio["sd15-tiny_ms"] / ratio["mobilediffusion-tiny_ms"], rel=1e-2)
+    assert "sd15-tiny:unet@64/torch/fp32" in {i["name"] for i in result["items"]}
     pipeline = [i for i in result["items"] if i["level"] == "pipeline"]
     assert all(i["first_run_timed"] and i["runs"] == 1 for i in pipeline)
     assert (out / "paper.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from calibration.builders import (CalibrationError, CalibrationSettings, build_calibration, calibration_feeds,
+                                  load_prompts)
+from models import get_preset
+
+
+def test_prompt_set_is_large_varied_and_fixed():
+    prompts = load_prompts()
+    assert len(prompts) >= 200 and len(set(prompts)) == len(prompts)
+    for subject in ("fox", "woman", "teapot", "lighthouse"):  # animals, people, objects, scenes
+        assert any(subject in p for p in prompts)
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("calib") / "c"
+    build_calibration(get_preset("mobilediffusion-tiny"), out, CalibrationSettings(num_prompts=3, steps=2, seed=5))
+    return out
+
+
+def test_shards_hold_real_sampler_inputs(calibration_dir):
+    manifest = json.loads((calibration_dir / "calibration.json").read_text())
+    unet = load_file(str(calibration_dir / "unet.safetensors"))
+    # 3 prompts x 2 steps x (uncond + cond) rows, batch 1 each, at every DDIM timestep
+    assert unet["latent"].shape == (12, 4, 8, 8) and unet["text_emb"].shape == (12, 77, 64)
+    assert sorted(set(unet["timestep"].tolist())) == [1.0, 501.0]
+    assert load_file(str(calibration_dir / "text_encoder.safetensors"))["input_ids"].shape == (4, 77)  # + ""
+    # final latents of the 3 runs + the 6 scikit-image photos through the VAE encoder
+    assert load_file(str(calibration_dir / "vae_decoder.safetensors"))["latent"].shape == (9, 4, 8, 8)
+    assert manifest["samples"] == {"text_encoder": 4, "unet": 12, "vae_decoder": 9}
+
+
+def test_same_seed_same_data(calibration_dir, tmp_path):
+    again = tmp_path / "again"
+    build_calibration(get_preset("mobilediffusion-tiny"), again, CalibrationSettings(num_prompts=3, steps=2, seed=5))
+    for name in ("unet", "vae_decoder", "text_encoder"):
+        a, b = load_file(str(calibration_dir / f"{name}.safetensors")), load_file(str(again / f"{name}.safetensors"))
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_feeds_check_shapes_against_the_artifact(calibration_dir):
+    feeds = calibration_feeds(calibration_dir, "unet", {"latent": [1, 4, 8, 8], "timestep": [1], "text_emb": [1, 77, 64]})
+    assert len(feeds) == 12 and feeds[0]["latent"].shape == (1, 4, 8, 8)
+    with pytest.raises(CalibrationError, match="another resolution"):
+        calibration_feeds(calibration_dir, "unet", {"latent": [1, 4, 12, 12], "timestep": [1], "text_emb": [1, 77, 64]})
+
+
+def test_bad_requests_are_clear(tmp_path):
+    with pytest.raises(CalibrationError, match="prompts in the set"):
+        build_calibration(get_preset("mobilediffusion-tiny"), tmp_path / "x", CalibrationSettings(num_prompts=10_000))
+    with pytest.raises(CalibrationError, match="not a calibration directory"):
+        calibration_feeds(tmp_path, "unet", {})
