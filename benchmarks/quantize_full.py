@@ -1,0 +1,118 @@
+"""Quantization recipes on a full preset: size, UNet step latency vs fp32, UNet PSNR, image PSNR/SSIM.
+
+    python -m benchmarks.quantize_full --artifacts out/md --calibration out/calib --out out/quant \\
+        --recipes onnx-dynamic-int8,onnx-static-int8,tflite-dynamic-int8 --prompts 8 --steps 2
+
+`--artifacts` is an fp32 export (md-export export), `--calibration` a calibration directory
+(md-export calibrate). Per recipe: artifact sizes, the UNet's p50 latency in its runtime and the
+ratio to the fp32 UNet in the same runtime, the UNet output PSNR on real calibration inputs, and
+the final-image PSNR / SSIM of the whole quantized pipeline against the fp32 torch pipeline over
+`--prompts` prompts. Prints Markdown; `--json` keeps the numbers. Not a test: minutes per recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from md_export.export.manifest import read_manifest
+from md_export.parity import check_directory
+from md_export.pipeline_parity import check_pipelines
+from md_export.quantize.driver import quantize_directory
+from md_export.quantize.recipes import get_recipe
+from md_export.runtimes import open_artifact
+
+RUNTIME_NAMES = {"onnx": "onnxruntime", "tflite": "litert"}
+
+
+def unet_p50_ms(directory: Path, fmt: str, runs: int) -> float:
+    entry = next(e for e in read_manifest(directory)["artifacts"]
+                 if e["component"] == "unet" and e["format"] == fmt and e["precision"] != "fp16")
+    runner = open_artifact(directory, entry)
+    with np.load(directory / entry["reference"]) as data:
+        feeds = {k.removeprefix("input:"): data[k] for k in data.files if k.startswith("input:")}
+    runner.run(feeds)  # first call: allocation, kernel selection
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.run(feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", required=True)
+    parser.add_argument("--calibration", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--recipes", default="onnx-dynamic-int8,onnx-static-int8,onnx-w8a16,tflite-dynamic-int8,"
+                                              "tflite-weight-only-int8,tflite-static-int8")
+    parser.add_argument("--target-psnr", type=float, default=None, help="fallback target for the ONNX static recipe")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    artifacts, out = Path(args.artifacts), Path(args.out)
+    fp32_sizes = {(e["format"], e["component"]): e["size_bytes"] for e in read_manifest(artifacts)["artifacts"]
+                  if e["precision"] == "fp32"}
+    fp32_latency = {}
+    rows = []
+    for name in args.recipes.split(","):
+        recipe = get_recipe(name)
+        target = out / name
+        start = time.perf_counter()
+        target_psnr = args.target_psnr if recipe.fallback else None
+        entries = quantize_directory(artifacts, name, target, args.calibration, target_psnr,
+                                     progress=lambda m: print(f"  {m}", flush=True))
+        seconds = time.perf_counter() - start
+        row = {"recipe": name, "quantize_s": round(seconds, 1), "sizes_mb": {}, "size_ratio": {}}
+        for entry in entries:
+            row["sizes_mb"][entry["component"]] = round(entry["size_bytes"] / 1e6, 1)
+            row["size_ratio"][entry["component"]] = round(fp32_sizes[(recipe.format, entry["component"])]
+                                                          / entry["size_bytes"], 2)
+        report = check_directory(target)
+        unet = next(a for a in report.artifacts if a.component == "unet")
+        real = {k: v for k, v in unet.outputs.items() if k.endswith("@real")}
+        row["unet_psnr_db_real"] = round(next(iter(real.values()))["psnr_db"], 2) if real else None
+        row["tensor_parity"] = "passed" if report.passed else "failed"
+        if recipe.format in RUNTIME_NAMES:
+            if recipe.format not in fp32_latency:
+                fp32_latency[recipe.format] = unet_p50_ms(artifacts, recipe.format, args.runs)
+            p50 = unet_p50_ms(target, recipe.format, args.runs)
+            row["unet_p50_ms"] = round(p50, 1)
+            row["unet_fp32_p50_ms"] = round(fp32_latency[recipe.format], 1)
+            row["speedup_vs_fp32"] = round(fp32_latency[recipe.format] / p50, 2)
+            pipelines = check_pipelines(target, args.prompts, args.steps)
+            if pipelines:
+                data = pipelines[0].as_dict()
+                row["image_psnr_db_min"] = data["min_image_psnr_db"]
+                row["image_psnr_db_mean"] = round(float(np.mean(pipelines[0].image_psnr_db)), 2)
+                row["image_ssim_mean"] = data["mean_image_ssim"]
+        if "fallback" in entries[0]:
+            fb = next(e["fallback"] for e in entries if e["component"] == "unet")
+            row["fallback"] = {"reached": fb["reached"], "plain_psnr_db": round(fb["plain_psnr_db"], 2),
+                               "final_psnr_db": round(fb["final_psnr_db"], 2), "float_blocks": fb["float_blocks"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    print("\n| recipe | UNet MB (x smaller) | UNet p50 ms (fp32) | speedup | UNet PSNR dB (real) | image PSNR dB mean/min "
+          "| SSIM | tensor parity |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for row in rows:
+        print(f"| {row['recipe']} | {row['sizes_mb'].get('unet')} ({row['size_ratio'].get('unet')}x) | "
+              f"{row.get('unet_p50_ms', '-')} ({row.get('unet_fp32_p50_ms', '-')}) | {row.get('speedup_vs_fp32', '-')} | "
+              f"{row['unet_psnr_db_real']} | {row.get('image_psnr_db_mean', '-')}/{row.get('image_psnr_db_min', '-')} | "
+              f"{row.get('image_ssim_mean', '-')} | {row['tensor_parity']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
