@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from md_export.errors import OutputError
+from md_export.export import manifest
 
 
 def check_target(path: str | Path) -> None:
@@ -23,17 +23,8 @@ def check_target(path: str | Path) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    path = Path(path)
     check_target(path)
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    manifest.write_bytes_atomic(path, data)
 
 
 def write_json(path: str | Path, result: dict) -> None:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import os
 import platform
 
@@ -37,13 +36,9 @@ class SchemaError(MdExportError):
 
 
 def tool_versions(tools=VERSIONED_TOOLS) -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for tool in tools:
-        try:
-            versions[tool] = importlib.metadata.version(tool)
-        except importlib.metadata.PackageNotFoundError:
-            versions[tool] = "not installed"
-    return versions
+    from md_export.export.manifest import tool_versions as package_versions
+
+    return {"python": platform.python_version()} | package_versions(tools)
 
 
 def _cpu_name() -> str:

@@ -25,9 +25,9 @@ class ManifestError(Exception):
     pass
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(tools: tuple[str, ...] = TOOLS) -> dict[str, str]:
     versions = {}
-    for tool in TOOLS:
+    for tool in tools:
         try:
             versions[tool] = importlib.metadata.version(tool)
         except importlib.metadata.PackageNotFoundError:
@@ -57,17 +57,22 @@ def size_of(path: Path) -> int:
     return size + (sidecar.stat().st_size if sidecar.exists() else 0)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temp name beside `path`, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

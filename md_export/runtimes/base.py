@@ -29,14 +29,17 @@ class Runner(abc.ABC):
     """A loaded network: `run({"name": array}) -> {"name": array}`."""
 
     runtime: str = "abstract"
+    # Set by each implementation's constructor from what its runtime reports.
+    _inputs: tuple[TensorSpec, ...] = ()
+    _outputs: tuple[str, ...] = ()
 
     @property
-    @abc.abstractmethod
-    def inputs(self) -> tuple[TensorSpec, ...]: ...
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
 
     @property
-    @abc.abstractmethod
-    def output_names(self) -> tuple[str, ...]: ...
+    def output_names(self) -> tuple[str, ...]:
+        return self._outputs
 
     @abc.abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -46,14 +46,7 @@ class LiteRTRunner(Runner):
             for ours, theirs in self._runtime_inputs.items()
         )
         self._runtime_outputs = {runtime_to_ours.get(k, k): k for k in signatures[signature]["outputs"]}
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(self._runtime_outputs)
+        self._outputs = tuple(self._runtime_outputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)

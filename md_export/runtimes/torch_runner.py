@@ -22,14 +22,6 @@ class TorchRunner(Runner):
         )
         self._outputs = tuple(module.output_names)
 
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
         args = [torch.from_numpy(np.ascontiguousarray(feeds[spec.name])) for spec in self._inputs]

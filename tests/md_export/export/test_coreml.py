@@ -1,7 +1,6 @@
 import shutil
 
 import pytest
-import torch
 
 from md_export.export import export_preset
 from md_export.export.coreml import CoreMLValidationError, validate

@@ -1,6 +1,5 @@
 """Every recipe makes an artifact that runs (ONNX, LiteRT) or validates (Core ML), with its gate."""
 
-import json
 
 import pytest
 import torch
