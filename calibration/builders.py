@@ -64,6 +64,7 @@ class CalibrationSettings:
     guidance_scale: float = 7.5
     resolution: int | None = None
     checkpoint_dir: str | None = None
+    photos: int = len(PHOTOS)  # real photos through the VAE encoder (each a full encoder pass)
 
 
 def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
@@ -112,7 +113,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     import torch
 
     with torch.inference_mode():
-        photo_latents = encoder(torch.from_numpy(photo_batch(resolution))).numpy()
+        photo_latents = encoder(torch.from_numpy(photo_batch(resolution, PHOTOS[: settings.photos]))).numpy()
 
     shards = {
         "text_encoder": {"input_ids": pipeline.tokenizer(chosen + [""])},
@@ -131,7 +132,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
         manifest = {
             "preset": preset.name, "resolution": resolution, "num_prompts": settings.num_prompts,
             "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
-            "weights": sources, "prompts": chosen, "photos": list(PHOTOS),
+            "weights": sources, "prompts": chosen, "photos": list(PHOTOS[: settings.photos]),
             "samples": {component: int(next(iter(arrays.values())).shape[0]) for component, arrays in shards.items()},
             "files": {component: f"{component}.safetensors" for component in shards},
         }

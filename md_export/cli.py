@@ -331,6 +331,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for runtime, image in report["images"].items():
         psnr = f", image PSNR vs torch {image['image_psnr_db_vs_torch']:.1f} dB" if "image_psnr_db_vs_torch" in image else ""
         print(f"{runtime}: {out / image['file']} ({image['seconds']['total']:.1f} s{psnr})")
+    for recipe, data in report.get("quantized", {}).items():
+        verdict = f"FAILED: {data['error']}" if data.get("error") else ("parity passed" if data["passed"] else "parity FAILED")
+        print(f"{recipe}: {verdict}")
     print(f"report: {out / 'report.md'} ({time.perf_counter() - start:.0f} s in all)")
     if not report["passed"]:
         raise ParityFailure(f"parity failed; see {out / 'artifacts' / 'parity.md'}")

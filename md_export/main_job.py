@@ -120,14 +120,25 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
         stage("calibration")
         build_calibration(preset, out / "calibration",
                           CalibrationSettings(num_prompts=settings.calibration_prompts, steps=settings.calibration_steps,
-                                              seed=settings.seed, checkpoint_dir=settings.checkpoint_dir),
+                                              seed=settings.seed, checkpoint_dir=settings.checkpoint_dir,
+                                              photos=2),
                           lambda done, total, message: progress(f"calibration: {message}"))
         done("calibration")
+        from .quantize.driver import QuantizeError
+
         for recipe in recipes:
             stage(f"quantize {recipe}")
             target = out / "quantized" / recipe
-            entries = quantize_directory(artifacts, recipe, target, out / "calibration",
-                                         progress=lambda message: progress(f"quantize: {message}"))
+            try:
+                entries = quantize_directory(artifacts, recipe, target, out / "calibration",
+                                             progress=lambda message: progress(f"quantize: {message}"))
+            except QuantizeError as exc:
+                # a converter limit on this network is a finding of the job, not the end of it
+                progress(f"quantize: FAILED: {exc}")
+                report["quantized"][recipe] = {"passed": False, "error": str(exc), "artifacts": [], "parity": None}
+                quantized_markdown += f"\n## {recipe}\n\nFAILED: {exc}\n"
+                done(f"quantize {recipe}")
+                continue
             result = check_directory(target)
             write_text_atomic(target / "parity.md", markdown(result))
             report["quantized"][recipe] = {
@@ -140,7 +151,8 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             done(f"quantize {recipe}")
 
     stage("benchmark")
-    report["benchmark"] = run_benchmark(out, [out / "artifacts"] + [out / "quantized" / r for r in recipes],
+    report["benchmark"] = run_benchmark(out, [out / "artifacts"] + [out / "quantized" / r for r in recipes
+                                                                    if not report["quantized"][r].get("error")],
                                         settings.bench_runs)
     done("benchmark")
 
@@ -198,6 +210,9 @@ def render(report: dict, parity_markdown: str) -> str:
         lines += ["", "## Quantized (one recipe per format)", "", "| recipe | artifact | size MB | parity |",
                   "| --- | --- | ---: | --- |"]
         for recipe, data in report["quantized"].items():
+            if data.get("error"):
+                lines.append(f"| {recipe} | - | - | FAILED: {data['error']} |")
+                continue
             statuses = {a["file"]: a["status"] for a in data["parity"]["artifacts"]}
             for a in data["artifacts"]:
                 lines.append(f"| {recipe} | {a['file']} | {a['size_bytes'] / 1e6:.1f} | {statuses.get(a['file'], '')} |")
