@@ -4,22 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from md_export.errors import OutputError
 from md_export.export import manifest
 
 
 def check_target(path: str | Path) -> None:
-    path = Path(path)
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise OutputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory {parent} is not writable")
-    if path.is_dir():
-        raise OutputError(f"output {path} is a directory")
+    manifest.check_output_path(path)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

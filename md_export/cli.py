@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -67,16 +66,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 # ---- generate ----------------------------------------------------------------------------
 
-def _check_writable(path: Path) -> None:
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise OSError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OSError(f"output directory {parent} is not writable")
-    if path.is_dir():
-        raise OSError(f"output {path} is a directory")
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from models import DEFAULT_PRESET, get_preset
 
@@ -93,9 +82,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if guidance is None:
         guidance = 1.0 if args.sampler == "onestep" else preset.guidance_scale
     out = Path(args.out)
+    from .errors import OutputError
+    from .export.manifest import check_output_path
+
     try:
-        _check_writable(out)
-    except OSError as exc:
+        check_output_path(out)
+    except OutputError as exc:
         return _die(f"cannot write {out}: {exc}")
 
     from rich.console import Console

@@ -57,6 +57,20 @@ def size_of(path: Path) -> int:
     return size + (sidecar.stat().st_size if sidecar.exists() else 0)
 
 
+def check_output_path(path: str | Path) -> None:
+    """Fail before any work when `path` cannot be written (missing or read-only folder, a directory)."""
+    from ..errors import OutputError
+
+    path = Path(path)
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise OutputError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output directory {parent} is not writable")
+    if path.is_dir():
+        raise OutputError(f"output {path} is a directory")
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temp name beside `path`, then rename: readers never see half a file."""
     path = Path(path)
