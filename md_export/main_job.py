@@ -23,7 +23,7 @@ from models import Preset
 
 from .artifacts import artifact_networks
 from .export import export_preset
-from .export.manifest import write_json_atomic, write_text_atomic
+from .export.manifest import read_manifest, write_json_atomic, write_text_atomic
 from .images import save_png
 from .parity import check_directory, markdown, psnr_db
 from .pipeline import TextToImagePipeline
@@ -177,6 +177,9 @@ def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
     for directory in directories:
         if not (directory / "manifest.json").exists():
             continue
+        formats = {e["format"] for e in read_manifest(directory)["artifacts"]}
+        if not formats & {"onnx", "tflite"}:
+            continue  # Core ML packages are timed on a Mac (md-export bench run --device mac)
         name = directory.name
         base = out / "bench" / name
         args = parser.parse_args(["bench", "run", "--artifacts", str(directory), "--runtime", "onnxruntime,litert",
