@@ -78,7 +78,8 @@ def write_reference(target: ExportTarget, directory: Path) -> tuple[Path, dict[s
     return path, outputs
 
 
-def _move(src: Path, dst: Path) -> None:
+def replace_path(src: Path, dst: Path) -> None:
+    """Move a file or package directory into place, replacing what was there."""
     if dst.is_dir():
         shutil.rmtree(dst)
     elif dst.exists():
@@ -121,12 +122,12 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
 
         progress("writing manifest")
         for file in sorted({e["file"] for e in entries}):
-            _move(staging / file, out_dir / file)
+            replace_path(staging / file, out_dir / file)
             sidecar = staging / (file + ".data")
             if sidecar.exists():
-                _move(sidecar, out_dir / sidecar.name)
+                replace_path(sidecar, out_dir / sidecar.name)
         for tag, path in reference_files.items():
-            _move(path, out_dir / "reference" / path.name)
+            replace_path(path, out_dir / "reference" / path.name)
         source = source or {"kind": "module"}
         previous = read_manifest(out_dir) if (out_dir / MANIFEST).exists() else {"artifacts": []}
         # Artifacts of another source were checked against references this export overwrites.

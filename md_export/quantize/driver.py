@@ -23,6 +23,7 @@ import numpy as np
 from calibration.builders import CalibrationError, calibration_feeds
 
 from ..errors import BadArgumentError, MdExportError
+from ..export.driver import replace_path
 from ..export.manifest import (MANIFEST, merge_entries, read_manifest, sha256_of, size_of, tool_versions,
                                write_json_atomic)
 from ..runtimes import open_artifact
@@ -80,7 +81,7 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
             entries += _quantize_file(recipe, artifacts, group, staging, calibration, target_psnr, progress)
         progress("writing manifest")
         for file in sorted({e["file"] for e in entries}):
-            _move(staging / file, out / file)
+            replace_path(staging / file, out / file)
         for reference in sorted({r for e in entries for r in (e["reference"], e.get("real_reference")) if r}):
             (out / reference).parent.mkdir(parents=True, exist_ok=True)
             source = staging / reference if (staging / reference).exists() else artifacts / reference
@@ -105,14 +106,6 @@ def _fallback_recipes() -> list[str]:
     from .recipes import RECIPES
 
     return [name for name, r in RECIPES.items() if r.fallback]
-
-
-def _move(src: Path, dst: Path) -> None:
-    if dst.is_dir():
-        shutil.rmtree(dst)
-    elif dst.exists():
-        dst.unlink()
-    shutil.move(str(src), str(dst))
 
 
 def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: Path, calibration: Path | None,
