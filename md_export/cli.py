@@ -392,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_bench(sub)
 
+    from .cli_prune import register as register_prune
+
+    register_prune(sub)
+
     run = sub.add_parser("run", help="the main job: summary, export, parity, exported pipeline vs torch, report")
     run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
     run.add_argument("--out", default="md_export_out", help="output directory (report.md, images, artifacts/)")

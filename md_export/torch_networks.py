@@ -15,7 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from models import (CheckpointError, Preset, build_component, component_example_inputs, load_component,
-                    load_text_encoder_from_hf, save_component)
+                    load_text_encoder_from_hf, preset_checkpoint_dir, save_component)
 
 from .errors import MdExportError
 from .pipeline import Networks
@@ -30,7 +30,13 @@ class LoadedModule:
     source: str  # "checkpoint PATH" or "random weights (seed N)"
 
 
+def default_checkpoint_dir(preset: Preset, checkpoint_dir: str | Path | None) -> str | Path | None:
+    """A preset loaded from a directory (preset.json) brings its own weights unless told otherwise."""
+    return checkpoint_dir if checkpoint_dir is not None else preset_checkpoint_dir(preset)
+
+
 def load_module(preset: Preset, component: str, checkpoint_dir: str | Path | None, seed: int) -> LoadedModule:
+    checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
     module = build_component(preset, component, seed)
     if checkpoint_dir is None:
         return LoadedModule(module, f"random weights (seed {seed})")
@@ -51,6 +57,7 @@ def load_module(preset: Preset, component: str, checkpoint_dir: str | Path | Non
 def torch_networks(preset: Preset, resolution: int | None = None, checkpoint_dir: str | Path | None = None,
                    seed: int = 0) -> tuple[Networks, dict[str, str]]:
     """The pipeline's networks as torch runners and, per component, where its weights came from."""
+    checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
     if checkpoint_dir is not None:
         directory = Path(checkpoint_dir)
         if not directory.is_dir():

@@ -5,7 +5,9 @@ Imports nothing from md_export: the toolkit depends on the models, never the rev
 
 from .checkpoint import CheckpointError, load_component, load_text_encoder_from_hf, save_component
 from .components import COMPONENTS, build_component, component_example_inputs
-from .presets import ABLATION_STEPS, DEFAULT_PRESET, PRESETS, Preset, UnknownPresetError, get_preset, preset_names
+from .preset_io import (PresetFileError, get_preset, is_preset_dir, load_preset_dir, preset_checkpoint_dir,
+                        save_preset_dir)
+from .presets import ABLATION_STEPS, DEFAULT_PRESET, PRESETS, Preset, UnknownPresetError, preset_names
 from .text_encoder import CLIPTextEncoder, TextEncoderConfig
 from .unet import MobileUNet
 from .unet_config import UNetConfig
@@ -14,7 +16,8 @@ from .vae_config import AutoencoderConfig, VAEConfig
 
 __all__ = [
     "ABLATION_STEPS", "AutoencoderConfig", "CLIPTextEncoder", "COMPONENTS", "CheckpointError", "DEFAULT_PRESET",
-    "MobileUNet", "PRESETS", "Preset", "TextEncoderConfig", "UNetConfig", "UnknownPresetError", "VAEConfig",
-    "VAEDecoder", "VAEEncoder", "build_component", "component_example_inputs", "get_preset", "load_component",
-    "load_text_encoder_from_hf", "preset_names", "save_component",
+    "MobileUNet", "PRESETS", "Preset", "PresetFileError", "TextEncoderConfig", "UNetConfig", "UnknownPresetError",
+    "VAEConfig", "VAEDecoder", "VAEEncoder", "build_component", "component_example_inputs", "get_preset",
+    "is_preset_dir", "load_component", "load_preset_dir", "load_text_encoder_from_hf", "preset_checkpoint_dir",
+    "preset_names", "save_component", "save_preset_dir",
 ]

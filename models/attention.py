@@ -91,11 +91,11 @@ class Attention(nn.Module):
 class GatedFeedForward(nn.Module):
     """dim -> expansion*dim (value half, gate half) -> act(gate)*value -> dim."""
 
-    def __init__(self, dim: int, expansion: int, activation: str):
+    def __init__(self, dim: int, expansion: int, activation: str, inner_dim: int | None = None):
         super().__init__()
         if activation not in ("gelu", "silu"):
             raise ValueError(f"unknown FFN activation {activation!r}")
-        inner = dim * expansion // 2
+        inner = inner_dim or dim * expansion // 2  # inner_dim: set by channel pruning
         self.activation = activation
         self.proj = nn.Linear(dim, 2 * inner)
         self.out = nn.Linear(inner, dim)
@@ -118,6 +118,7 @@ class BasicTransformerBlock(nn.Module):
         ffn_expansion: int,
         ffn_activation: str,
         attention_implementation: str = "batched",
+        ffn_inner_dim: int | None = None,
     ):
         super().__init__()
         self.has_self_attention = self_attention
@@ -127,7 +128,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.attn2 = Attention(dim, context_dim, heads, shared_kv, attention, attention_implementation)
         self.norm3 = nn.LayerNorm(dim)
-        self.ff = GatedFeedForward(dim, ffn_expansion, ffn_activation)
+        self.ff = GatedFeedForward(dim, ffn_expansion, ffn_activation, ffn_inner_dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         if self.has_self_attention:
@@ -137,12 +138,14 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    def __init__(self, channels: int, depth: int, norm_groups: int, **block_kwargs):
+    def __init__(self, channels: int, depth: int, norm_groups: int, ffn_inner_dims: list[int | None] | None = None,
+                 **block_kwargs):
         super().__init__()
+        ffn_inner_dims = ffn_inner_dims or [None] * depth
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, **block_kwargs) for _ in range(depth)]
+            [BasicTransformerBlock(channels, ffn_inner_dim=inner, **block_kwargs) for inner in ffn_inner_dims]
         )
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
@@ -154,3 +157,10 @@ class SpatialTransformer(nn.Module):
             tokens = block(tokens, context)
         h = tokens.transpose(1, 2).reshape(batch, channels, height, width)
         return x + self.proj_out(h)
+
+
+class SkippedTransformer(nn.Module):
+    """A transformer removed by pruning (every block of its stack): passes the features through."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return x

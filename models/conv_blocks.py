@@ -36,13 +36,16 @@ class ResnetBlock(nn.Module):
         norm_groups: int = 32,
         eps: float = 1e-6,
         separable: bool = False,
+        inner_channels: int | None = None,
     ):
         super().__init__()
+        # inner_channels: width between conv1 and conv2 (channel pruning narrows it; default out_channels)
+        inner = inner_channels or out_channels
         self.norm1 = nn.GroupNorm(norm_groups, in_channels, eps=eps)
-        self.conv1 = conv3x3(in_channels, out_channels, separable)
-        self.time_emb_proj = nn.Linear(temb_channels, out_channels) if temb_channels else None
-        self.norm2 = nn.GroupNorm(norm_groups, out_channels, eps=eps)
-        self.conv2 = conv3x3(out_channels, out_channels, separable)
+        self.conv1 = conv3x3(in_channels, inner, separable)
+        self.time_emb_proj = nn.Linear(temb_channels, inner) if temb_channels else None
+        self.norm2 = nn.GroupNorm(norm_groups, inner, eps=eps)
+        self.conv2 = conv3x3(inner, out_channels, separable)
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,6 +55,13 @@ class ResnetBlock(nn.Module):
         h = self.conv2(F.silu(self.norm2(h)))
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return shortcut + h
+
+
+class SkippedResnet(nn.Module):
+    """A residual block removed by pruning: passes the features through (no weights)."""
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        return x
 
 
 class Downsample(nn.Module):

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import SpatialTransformer
-from .conv_blocks import Downsample, ResnetBlock, Upsample
+from .attention import SkippedTransformer, SpatialTransformer
+from .conv_blocks import Downsample, ResnetBlock, SkippedResnet, Upsample
 from .unet_config import UNetConfig
 
 
@@ -85,15 +85,44 @@ class MobileUNet(nn.Module):
         self.conv_in = nn.Conv2d(c.in_channels, widths[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(widths[0], c.time_embed_dim)
 
-        def resnet(cin: int, cout: int, level: int) -> ResnetBlock:
+        # Pruned structures (UNetConfig.resnet_inner_channels, ...) are consumed in build order.
+        inner_channels = list(c.resnet_inner_channels) or [None] * c.resnet_slots()
+        depths = list(c.transformer_depths) or list(c.default_transformer_depths())
+        if len(inner_channels) != c.resnet_slots():
+            raise ValueError(f"UNetConfig.resnet_inner_channels has {len(inner_channels)} entries, "
+                             f"the UNet has {c.resnet_slots()} residual blocks")
+        if len(depths) != len(c.default_transformer_depths()):
+            raise ValueError(f"UNetConfig.transformer_depths has {len(depths)} entries, "
+                             f"the UNet has {len(c.default_transformer_depths())} transformer slots")
+        ffn_dims = list(c.ffn_inner_dims) or [None] * sum(depths)
+        if len(ffn_dims) != sum(depths):
+            raise ValueError(f"UNetConfig.ffn_inner_dims has {len(ffn_dims)} entries, "
+                             f"the UNet keeps {sum(depths)} transformer blocks")
+        if any(i >= c.resnet_slots() for i in c.skipped_resnets):
+            raise ValueError(f"UNetConfig.skipped_resnets {c.skipped_resnets} out of range ({c.resnet_slots()} blocks)")
+        counters = {"resnet": 0, "slot": 0, "block": 0}
+
+        def resnet(cin: int, cout: int, level: int) -> nn.Module:
+            index = counters["resnet"]
+            counters["resnet"] += 1
+            if index in c.skipped_resnets:
+                if cin != cout:
+                    raise ValueError(f"residual block {index} changes width {cin} -> {cout}: it cannot be removed")
+                return SkippedResnet()
             # The top (highest-resolution) level keeps full convs: separable convs there save few
             # weights and cost the most quality (the paper's "edge" residual blocks).
             return ResnetBlock(cin, cout, c.time_embed_dim, c.norm_groups, c.norm_eps,
-                               separable=c.separable_conv and level > 0)
+                               separable=c.separable_conv and level > 0, inner_channels=inner_channels[index])
 
-        def transformer(level: int, depth: int, self_attention: bool) -> SpatialTransformer:
+        def transformer(level: int, depth: int, self_attention: bool) -> nn.Module:
+            depth = depths[counters["slot"]]
+            counters["slot"] += 1
+            if depth == 0:
+                return SkippedTransformer()
+            first = counters["block"]
+            counters["block"] += depth
             return SpatialTransformer(
-                widths[level], depth, c.norm_groups,
+                widths[level], depth, c.norm_groups, ffn_inner_dims=ffn_dims[first:first + depth],
                 context_dim=c.cross_attention_dim, heads=c.num_attention_heads[level],
                 self_attention=self_attention, shared_kv=c.shared_kv, attention=c.attention,
                 ffn_expansion=c.ffn_expansion, ffn_activation=c.ffn_activation,

@@ -40,6 +40,13 @@ class UNetConfig:
     norm_eps: float = 1e-5  # GroupNorm epsilon in residual blocks
     time_embed_dim: int = 1280  # width of the timestep embedding MLP
     prediction_type: str = "epsilon"  # what the network predicts: epsilon, v_prediction or sample (x0)
+    # Pruned structures (md_export.prune). Empty = the regular structure the fields above describe.
+    # "Build order" is the order MobileUNet creates things: down levels, bottleneck, up levels.
+    resnet_inner_channels: tuple[int, ...] = ()  # per residual block (build order): conv1 out width
+    skipped_resnets: tuple[int, ...] = ()  # residual blocks (build order) removed, i.e. identity (in == out only)
+    transformer_depths: tuple[int, ...] = ()  # per transformer slot (build order: one per resnet of a level
+    # with transformers, then the bottleneck): blocks kept; 0 removes the slot's whole transformer
+    ffn_inner_dims: tuple[int, ...] = ()  # per transformer block (build order, after transformer_depths)
 
     def __post_init__(self) -> None:
         levels = len(self.block_out_channels)
@@ -61,6 +68,12 @@ class UNetConfig:
             raise ValueError("UNetConfig.ffn_expansion must be even (half of the projection is the gate)")
         if self.mid_resnets not in (1, 2):
             raise ValueError("UNetConfig.mid_resnets must be 1 or 2")
+        for name in ("resnet_inner_channels", "skipped_resnets", "transformer_depths", "ffn_inner_dims"):
+            value = getattr(self, name)
+            if any(not isinstance(v, int) or v < 0 for v in value):
+                raise ValueError(f"UNetConfig.{name} must hold non-negative integers, got {value}")
+        if any(v < 1 for v in self.resnet_inner_channels + self.ffn_inner_dims):
+            raise ValueError("UNetConfig.resnet_inner_channels / ffn_inner_dims entries must be positive")
         for width, heads in zip(self.block_out_channels, self.num_attention_heads):
             if width % heads or width % self.norm_groups:
                 raise ValueError(f"width {width} not divisible by heads {heads} and norm groups {self.norm_groups}")
@@ -77,7 +90,26 @@ class UNetConfig:
     def residual_blocks(self) -> int:
         """Residual blocks in the whole UNet (SD-1.5: 8 down + 2 mid + 12 up = 22)."""
         downs = sum(self.down_layers_per_level)
+        return downs + self.mid_resnets + downs + self.levels - len(set(self.skipped_resnets))
+
+    @property
+    def is_pruned(self) -> bool:
+        return bool(self.resnet_inner_channels or self.skipped_resnets or self.transformer_depths
+                    or self.ffn_inner_dims)
+
+    def resnet_slots(self) -> int:
+        """Residual blocks built (removed ones included), i.e. entries of resnet_inner_channels."""
+        downs = sum(self.down_layers_per_level)
         return downs + self.mid_resnets + downs + self.levels
+
+    def default_transformer_depths(self) -> tuple[int, ...]:
+        """Per transformer slot in build order, before any pruning."""
+        downs = [self.transformer_depth[level] for level in range(self.levels)
+                 for _ in range(self.down_layers_per_level[level]) if self.transformer_depth[level]]
+        ups = [self.transformer_depth[level] for level in reversed(range(self.levels))
+               for _ in range(self.down_layers_per_level[level] + 1) if self.transformer_depth[level]]
+        mid = [self.mid_transformer_depth] if self.mid_transformer_depth else []
+        return tuple(downs + mid + ups)
 
     def replace(self, **changes) -> "UNetConfig":
         return dataclasses.replace(self, **changes)

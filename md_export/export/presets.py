@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 from models import Preset, component_example_inputs
 
-from ..torch_networks import load_module
+from ..torch_networks import default_checkpoint_dir, load_module
 from .driver import Progress, export_targets, planned_steps
 from .types import ExportError, ExportTarget
 
@@ -43,6 +43,9 @@ def export_preset(preset: Preset, components: Iterable[str], formats: Iterable[s
                   progress: Progress | None = None, on_plan: Callable[[int], None] | None = None) -> list[dict]:
     """`on_plan(total_steps)` is called once the work is known, before the first progress message."""
     resolutions = list(resolutions or [preset.resolution])
+    # A directory preset (pruned / distilled) is recorded by path with its weights, so parity and
+    # quantize rebuild exactly this model from the manifest.
+    checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
     targets, weights = preset_targets(preset, components, resolutions, checkpoint_dir, seed)
     formats, precisions = list(formats), list(precisions)
     if on_plan is not None:

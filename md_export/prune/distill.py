@@ -1,0 +1,172 @@
+"""Distillation recovery of a pruned UNet: teacher = the unpruned model, student = the pruned one.
+
+Loss (BK-SDM): MSE between the outputs, plus MSE between the features at every stage boundary
+(output of each down level, the bottleneck, output of each up level). Pruning here keeps every
+stage's width (channels are pruned inside blocks, blocks are removed whole), so the features of
+teacher and student always have the same shape and no projection layers are needed.
+
+Batches: seeded random latents / timesteps / text embeddings, mixed with recorded calibration
+rows when given; batch k depends only on (seed, k), so a resumed run sees the same data as an
+uninterrupted one. Magnitude-pruned weights stay zero (their masks are re-applied every step).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import Preset
+from models.unet import MobileUNet
+
+from .checkpointing import load_state, save_state
+from .errors import PruneError
+from .inputs import random_unet_inputs
+from .magnitude import prunable_weights
+
+Progress = Callable[[int, int, dict], None]
+STATE_FILE = "distill_state.pt"
+LOG_FILE = "distill_log.jsonl"
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    steps: int
+    batch_size: int = 2
+    learning_rate: float = 1e-4
+    feature_weight: float = 1.0  # BK-SDM weights output and feature terms equally
+    seed: int = 0
+    checkpoint_every: int = 25  # steps between resumable checkpoints
+    calibration_share: float = 0.5  # fraction of each batch drawn from calibration rows, when given
+    device: str | None = None  # None: CUDA when present, else CPU
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise PruneError(f"distillation steps must be at least 1, got {self.steps}")
+        if self.batch_size < 1 or self.learning_rate <= 0 or self.checkpoint_every < 1:
+            raise PruneError("batch size, learning rate and checkpoint interval must be positive")
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextmanager
+def stage_features(unet: MobileUNet):
+    """Collect the stage-boundary features of every forward pass into the yielded list."""
+    features: list[torch.Tensor] = []
+
+    def after(module, args, output):
+        features.append(output[0])
+
+    def before(module, args):
+        features.append(args[0])  # what enters the first up level is the bottleneck's output
+
+    handles = [level.register_forward_hook(after) for level in unet.down_blocks]
+    handles.append(unet.up_blocks[0].register_forward_pre_hook(before))
+    handles += [level.register_forward_hook(after) for level in unet.up_blocks]
+    try:
+        yield features
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def distill_loss(teacher: MobileUNet, student: MobileUNet, inputs: tuple[torch.Tensor, ...],
+                 feature_weight: float) -> dict[str, torch.Tensor]:
+    with torch.no_grad(), stage_features(teacher) as teacher_features:
+        target = teacher(*inputs)
+    with stage_features(student) as student_features:
+        output = student(*inputs)
+    if len(student_features) != len(teacher_features):
+        raise PruneError("teacher and student have different stage layouts (not the same UNet family)")
+    output_loss = F.mse_loss(output, target)
+    feature_loss = sum(F.mse_loss(s, t) for s, t in zip(student_features, teacher_features))
+    return {"loss": output_loss + feature_weight * feature_loss, "output": output_loss, "feature": feature_loss}
+
+
+def batch_for_step(preset: Preset, settings: DistillSettings, step: int,
+                   calibration: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+    batch = random_unet_inputs(preset, settings.batch_size, generator)
+    if calibration is None:
+        return batch
+    taken = min(settings.batch_size, max(1, round(settings.batch_size * settings.calibration_share)))
+    rows = torch.randint(0, calibration[0].shape[0], (taken,), generator=generator)
+    return tuple(torch.cat([c.index_select(0, rows), r[taken:]]) if taken < settings.batch_size
+                 else c.index_select(0, rows) for c, r in zip(calibration, batch))
+
+
+def _write_log(log: list[dict], path: Path) -> None:
+    from ..export.manifest import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in log))
+
+
+def sparsity_masks(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, keep-mask) of every conv/linear weight that has zeros from magnitude pruning."""
+    masks = []
+    for weight in prunable_weights(module):
+        zeros = int((weight == 0).sum())
+        if zeros > 0.01 * weight.numel():
+            masks.append((weight, weight != 0))
+    return masks
+
+
+def distill(teacher: MobileUNet, student: MobileUNet, preset: Preset, settings: DistillSettings, work_dir: str | Path,
+            calibration: tuple[torch.Tensor, ...] | None = None, progress: Progress | None = None) -> list[dict]:
+    """Train `student` in place toward `teacher`; returns the loss log (one row per step).
+
+    `work_dir` holds distill_state.pt (student + optimizer + log, every `checkpoint_every` steps)
+    and distill_log.jsonl; a run that finds a state there resumes from it.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(settings.device)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    student = student.to(device).train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+    state_path, log_path = work_dir / STATE_FILE, work_dir / LOG_FILE
+    log: list[dict] = []
+    start = 0
+    state = load_state(state_path, device)
+    if state is not None:
+        if state["student_config"] != asdict(student.config):
+            raise PruneError(f"{state_path} belongs to another student model; remove it to start over")
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, log = state["step"], state["log"]
+    masks = sparsity_masks(student)
+
+    def checkpoint(step: int) -> None:
+        save_state({"step": step, "student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                    "log": log, "student_config": asdict(student.config), "settings": asdict(settings)},
+                   state_path)
+        _write_log(log, log_path)
+
+    for step in range(start, settings.steps):
+        inputs = tuple(t.to(device) for t in batch_for_step(preset, settings, step, calibration))
+        losses = distill_loss(teacher, student, inputs, settings.feature_weight)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        with torch.no_grad():
+            for weight, mask in masks:
+                weight.mul_(mask)
+        row = {"step": step + 1, **{k: float(v.detach()) for k, v in losses.items()}}
+        log.append(row)
+        if progress is not None:
+            progress(step + 1, settings.steps, row)
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
+            checkpoint(step + 1)
+    student.eval().cpu()
+    teacher.cpu()
+    return log
