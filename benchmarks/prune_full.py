@@ -105,12 +105,13 @@ def main() -> None:
 
     print(f"\n{teacher_name} UNet at {preset.resolution}x{preset.resolution}, onnxruntime fp32 {args.threads} threads, "
           f"distillation {args.distill_steps} steps ({time.perf_counter() - start:.0f} s in all)\n")
-    print("| variant | params | nonzero | GFLOPs | ORT ms | PSNR before (dB) | cos before | PSNR after (dB) | cos after |")
+    print("| variant | params | nonzero | GFLOPs | ORT ms | PSNR before (dB) | cos before | PSNR after (dB) "
+          "| cos after |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['variant']} | {r['params']:,} | {r['nonzero_params']:,} | {r['gflops']:.3f} | "
-              f"{r['ort_ms']:.1f} | {fmt(r['psnr_before'], '.2f')} | {fmt(r['cosine_before'], '.4f')} | {fmt(r['psnr_after'], '.2f')} | "
-              f"{fmt(r['cosine_after'], '.4f')} |")
+              f"{r['ort_ms']:.1f} | {fmt(r['psnr_before'], '.2f')} | {fmt(r['cosine_before'], '.4f')} | "
+              f"{fmt(r['psnr_after'], '.2f')} | {fmt(r['cosine_after'], '.4f')} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"preset": teacher_name, "distill_steps": args.distill_steps,
                                                "rows": rows}, indent=2) + "\n")
