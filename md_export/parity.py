@@ -102,6 +102,17 @@ def check_artifact(directory: Path, entry: dict, threads: int | None = None) -> 
             result.status = "validated"
             result.note = ("package validated (spec loads; inputs, outputs, shapes, dtypes match the manifest; "
                            "weights present); numerical parity needs macOS")
+            recorded = entry.get("torch_parity")
+            if recorded:  # W8A8: the fake-quantized torch model's metrics, checked against this gate
+                result.inputs = "torch fake-quant: seeded + real (calibration)"
+                for name, metrics in recorded["outputs"].items():
+                    result.outputs[name] = metrics
+                    if not metrics["finite"]:
+                        result.violations.append(f"{name}: non-finite values")
+                    result.violations += [f"{name}: {v}" for v in tolerance.violations(metrics)]
+                result.note += f"; gate applied to the {recorded['measure']}"
+                if result.violations:
+                    result.status = "failed"
             return result
         runner = open_artifact(directory, entry, threads)
         checks = [("", inputs, expected)]

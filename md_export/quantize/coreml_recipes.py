@@ -4,6 +4,7 @@
 - coreml-palettize-6bit / -4bit: k-means weight palettes per tensor (Apple's SD recipe uses 6 bit):
   2.7x / 4x smaller than fp16; decompressed on load, Neural Engine friendly.
 Compression happens on the package, so the result validates here and runs only on macOS.
+coreml-w8a8 (int8 activations too) needs calibration in PyTorch instead: coreml_w8a8.py.
 """
 
 from __future__ import annotations

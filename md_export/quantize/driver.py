@@ -2,7 +2,8 @@
 
   1. pick the recipe's source artifacts (fp32 ONNX / fp32 LiteRT / fp16-or-fp32 Core ML)
   2. load calibration feeds per component (checked against each artifact's input shapes)
-  3. quantize (ONNX static: optional --target-psnr fallback with per-block sensitivity)
+  3. quantize (ONNX static: optional --target-psnr fallback with per-block sensitivity; Core ML W8A8:
+     the PyTorch module rebuilt from the manifest's source, calibrated in torch, converted again)
   4. references: the export's seeded PyTorch references, plus real calibration inputs with the
      fp32 artifact's outputs (itself within the fp32 gate of PyTorch)
   5. manifest entries with the recipe's tolerances; staged, then moved into --out
@@ -27,7 +28,7 @@ from ..export.driver import replace_path
 from ..export.manifest import (MANIFEST, merge_entries, read_manifest, sha256_of, size_of, tool_versions,
                                write_json_atomic)
 from ..runtimes import open_artifact
-from . import coreml_recipes, onnx_recipes, tflite_recipes
+from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
 from .recipes import Recipe, get_recipe
 from .sensitivity import static_with_fallback
 
@@ -118,7 +119,7 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
     progress(f"{recipe.name}: {first['file']}")
     start = time.perf_counter()
     try:
-        fallback = _apply(recipe, first, group, source_path, staging / file, calibration, target_psnr, progress)
+        extra = _apply(recipe, first, group, source_path, staging / file, calibration, target_psnr, progress)
     except (BadArgumentError, CalibrationError):
         raise
     except Exception as exc:  # converters raise anything; name the recipe, the file and the reason
@@ -129,19 +130,20 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
         # a recipe whose policy matched no op writes the float model back: say so, do not ship it
         raise QuantizeError(f"{recipe.name} quantized nothing in {first['file']} (size unchanged): "
                             "no op of this model is supported by the recipe")
-    return _finish(recipe, group, file, staging, seconds, fallback, artifacts, calibration)
+    return _finish(recipe, group, file, staging, seconds, extra, artifacts, calibration)
 
 
 def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, target: Path, calibration: Path | None,
            target_psnr: float | None, progress: Progress) -> dict | None:
-    """Run the recipe's backend; returns the fallback report when --target-psnr was used."""
+    """Run the recipe's backend; returns extra manifest fields (the fallback report of --target-psnr,
+    the W8A8 torch parity)."""
     if recipe.format == "onnx":
         feeds = _feeds(calibration, first) if recipe.calibration else None
         if target_psnr is not None:
             result = static_with_fallback(source_path, target, feeds, feeds[:: max(1, len(feeds) // 8)],
                                           target_psnr, recipe.kind,
                                           progress=lambda m: progress(f"{first['component']}: {m}"))
-            return dataclasses.asdict(result)
+            return {"fallback": dataclasses.asdict(result)}
         getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
     elif recipe.format == "tflite":
         signature_feeds = None
@@ -153,6 +155,12 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
                     {names[k]: (v.astype(np.int32) if v.dtype == np.int64 else v) for k, v in feed.items()}
                     for feed in _feeds(calibration, entry)]
         tflite_recipes.quantize(recipe.kind, source_path, target, signature_feeds)
+    elif recipe.kind == "w8a8":  # calibrated on the PyTorch module the export came from
+        source = read_manifest(source_path.parent).get("source", {})
+        coreml_w8a8.require_preset_source(source)
+        tolerance = recipe.tolerances.lookup(first["component"], recipe.label)
+        feeds = _feeds(calibration, first)
+        return coreml_w8a8.quantize(first, source, source_path.parent, target, feeds, tolerance, progress)
     else:
         coreml_recipes.compress(recipe.kind, source_path, target)
     return None
@@ -178,7 +186,7 @@ def _changed_anything(fmt: str, path: Path) -> bool:
     return True  # coremltools raises when nothing can be compressed
 
 
-def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds: float, fallback: dict | None,
+def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds: float, extra: dict | None,
             artifacts: Path, calibration: Path | None) -> list[dict]:
     results = []
     for entry in group:
@@ -187,8 +195,7 @@ def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds
                     "quantize_seconds": round(seconds, 2), "size_bytes": size_of(staging / file),
                     "sha256": sha256_of(staging / file),
                     "tolerance": recipe.tolerances.lookup(entry["component"], recipe.label).as_dict()})
-        if fallback is not None:
-            new["fallback"] = fallback
+        new.update(extra or {})
         if calibration is not None and recipe.format != "coreml":
             new["real_reference"] = _real_reference(artifacts, entry, calibration, staging)
         results.append(new)

@@ -81,6 +81,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("coreml-palettize-4bit", "coreml", "palettize_4bit", "palettized-4bit", False,
            "4-bit k-means palettes: smallest Core ML weights",
            ToleranceTable({("*", "palettized-4bit"): Tolerance(min_psnr_db=18.0, min_cosine=0.98)})),
+    # Calibrated on the PyTorch module (rebuilt from the export manifest's source) with
+    # coremltools.optimize.torch LinearQuantizer, then converted like the export (coreml_w8a8.py has
+    # the route and what failed). Off macOS the gate applies to the fake-quantized torch model (the
+    # package's int8 weights and activation quantization points), recorded in the manifest.
+    Recipe("coreml-w8a8", "coreml", "w8a8", "int8-w8a8", True,
+           "int8 weights + int8 activations calibrated in PyTorch (coremltools.optimize.torch); "
+           "Neural Engine int8 compute (A17 Pro / M4 and later)", _table(_INT8_ACTIVATIONS, "int8-w8a8")),
 ]}
 
 

@@ -28,7 +28,9 @@ def workspace(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+# coreml-w8a8 recalibrates the PyTorch module (minutes for this workspace's decoder on a busy
+# 2-core host): test_coreml_w8a8.py runs the same CLI and parity checks on the text encoder
+@pytest.mark.parametrize("recipe", sorted(set(RECIPES) - {"coreml-w8a8"}))
 def test_recipe_produces_a_working_artifact(workspace, recipe, capsys):
     out = workspace / recipe
     args = ["quantize", "--artifacts", str(workspace / "fp"), "--recipe", recipe, "--out", str(out),
