@@ -86,8 +86,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     # the route and what failed). Off macOS the gate applies to the fake-quantized torch model (the
     # package's int8 weights and activation quantization points), recorded in the manifest.
     Recipe("coreml-w8a8", "coreml", "w8a8", "int8-w8a8", True,
-           "int8 weights + int8 activations calibrated in PyTorch (coremltools.optimize.torch); "
-           "Neural Engine int8 compute (A17 Pro / M4 and later)", _table(_INT8_ACTIVATIONS, "int8-w8a8")),
+           "int8 weights + int8 activations calibrated on the PyTorch module (A17 Pro/M4 int8 ANE)",
+           _table(_INT8_ACTIVATIONS, "int8-w8a8")),
 ]}
 
 
