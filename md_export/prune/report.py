@@ -50,6 +50,6 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| stage | params | nonzero | GFLOPs | torch ms | PSNR to teacher (dB) | cosine |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['stage']} | {r['params']:,} | {r['nonzero_params']:,} | {r['gflops']:.2f} | "
+        lines.append(f"| {r['stage']} | {r['params']:,} | {r['nonzero_params']:,} | {r['gflops']:.3f} | "
                      f"{r['torch_latency_ms']:.1f} | {r['parity_psnr_db']:.2f} | {r['parity_cosine']:.5f} |")
     return "\n".join(lines) + "\n"
