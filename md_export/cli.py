@@ -320,6 +320,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     report = run_main_job(preset, args.out, settings, progress)
     out = Path(args.out)
+    micro = report.get("micro", {})
+    if micro.get("file"):
+        print(f"{micro['preset']}: {out / micro['file']} (\"{micro['prompt']}\", fidelity {micro['fidelity']:.0%})")
     for runtime, image in report["images"].items():
         psnr = f", image PSNR vs torch {image['image_psnr_db_vs_torch']:.1f} dB" if "image_psnr_db_vs_torch" in image else ""
         print(f"{runtime}: {out / image['file']} ({image['seconds']['total']:.1f} s{psnr})")
@@ -395,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_prune import register as register_prune
 
     register_prune(sub)
+
+    from .cli_train import register as register_train
+
+    register_train(sub)
 
     run = sub.add_parser("run", help="the main job: summary, export, parity, exported pipeline vs torch, report")
     run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")

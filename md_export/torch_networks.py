@@ -16,6 +16,7 @@ from torch import nn
 
 from models import (CheckpointError, Preset, build_component, component_example_inputs, load_component,
                     load_text_encoder_from_hf, preset_checkpoint_dir, save_component)
+from models.shipped_weights import shipped_weights_dir
 
 from .errors import MdExportError
 from .pipeline import Networks
@@ -31,8 +32,11 @@ class LoadedModule:
 
 
 def default_checkpoint_dir(preset: Preset, checkpoint_dir: str | Path | None) -> str | Path | None:
-    """A preset loaded from a directory (preset.json) brings its own weights unless told otherwise."""
-    return checkpoint_dir if checkpoint_dir is not None else preset_checkpoint_dir(preset)
+    """A preset loaded from a directory (preset.json) brings its own weights unless told otherwise;
+    a named preset with weights shipped in the package (models/weights/<name>/) uses those."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir
+    return preset_checkpoint_dir(preset) or shipped_weights_dir(preset.name)
 
 
 def load_module(preset: Preset, component: str, checkpoint_dir: str | Path | None, seed: int) -> LoadedModule:

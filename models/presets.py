@@ -121,6 +121,36 @@ ABLATION_STEPS: tuple[str, ...] = tuple(name for name, _, _ in _ablation)
 ABLATION_CHANGES: dict[str, str] = {name: change for name, change, _ in _ablation}
 
 
+# ---- mobilediffusion-micro: small enough to train on a 2-core CPU in about half an hour ----------
+# Same family, every paper switch on (three levels, cross-attention-only transformers outside the
+# bottleneck, none at the top level, a self+cross stack at the bottleneck, shared K/V, Swish-gated
+# FFN x6, ReLU attention, separable convs below the top level, 1/1/2 residual blocks), at 64x64
+# RGB images with a 4x light VAE (16x16x4 latents). The text encoder keeps the real CLIP
+# vocabulary and 77-token context (the pipeline's tokenizer pads to 77) but is 2 layers x 64 wide.
+# v-prediction: the x0 estimate stays well conditioned at the high-noise steps where a small
+# model decides colours and layout. Trained weights ship in models/weights/mobilediffusion-micro/.
+MICRO_TEXT_ENCODER = TextEncoderConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=256)
+# One resnet per down level and one bottleneck transformer: at this width the per-op overhead,
+# not FLOPs, sets the CPU step time, so fewer blocks buy more training steps in the same half hour.
+MICRO_UNET = MOBILEDIFFUSION_UNET.replace(
+    block_out_channels=(32, 64, 96),
+    down_layers_per_level=(1, 1, 1),
+    num_attention_heads=(1, 2, 2),
+    mid_transformer_depth=1,
+    cross_attention_dim=MICRO_TEXT_ENCODER.hidden_size,
+    norm_groups=16,
+    time_embed_dim=128,
+    prediction_type="v_prediction",
+)
+# The VAE trains as a plain autoencoder with the latent pushed towards unit variance, so the
+# scaling factor is 1 (SD's 0.18215 normalises a KL-VAE trained elsewhere).
+MICRO_VAE_SIDE = AutoencoderConfig(block_out_channels=(16, 32, 64), layers_per_block=1, mid_attention=False,
+                                   norm_groups=16)
+MICRO_VAE = VAEConfig(decoder=MICRO_VAE_SIDE, encoder=MICRO_VAE_SIDE, scaling_factor=1.0)
+MICRO_PRESET = "mobilediffusion-micro"
+
+
 def _full_presets() -> dict[str, Preset]:
     presets = {
         "sd15": Preset("sd15", "Stable Diffusion 1.5 layout (860M UNet, SD VAE)", CLIP_VIT_L14, SD15_UNET, SD15_VAE,
@@ -130,6 +160,9 @@ def _full_presets() -> dict[str, Preset]:
         "mobilediffusion-taesd": Preset("mobilediffusion-taesd", "MobileDiffusion UNet with a TAESD decoder",
                                         CLIP_VIT_L14, MOBILEDIFFUSION_UNET, TAESD_VAE),
     }
+    presets[MICRO_PRESET] = Preset(MICRO_PRESET, "MobileDiffusion switches at micro scale, trained on captioned "
+                                   "shapes and digits (weights ship with the package)", MICRO_TEXT_ENCODER,
+                                   MICRO_UNET, MICRO_VAE, resolution=64, default_steps=20, guidance_scale=3.0)
     for name, change, unet in _ablation[1:-1]:
         presets[name] = Preset(name, f"ablation step: {change}", CLIP_VIT_L14, unet, SD15_VAE)
     return presets

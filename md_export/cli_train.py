@@ -1,0 +1,137 @@
+"""`md-export train` and `md-export quality`: the micro reference model's training and its
+prompt-fidelity measurement / quality gate. Thin: parses flags, calls md_export.train / .quality."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+MICRO = "mobilediffusion-micro"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from models import get_preset
+
+    from .train import TrainSettings, train_micro
+
+    preset = get_preset(args.preset)
+    settings = TrainSettings(data=args.data, steps=args.steps, vae_steps=args.vae_steps, batch_size=args.batch_size,
+                             shapes_count=args.shapes_count, seed=args.seed, threads=args.threads,
+                             save_every=args.save_every)
+    console = Console(stderr=True)
+    with Progress(TextColumn("[progress.description]{task.description:<10}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TextColumn("loss {task.fields[loss]:.4f}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        tasks = {"vae": progress.add_task("vae", total=settings.vae_steps, loss=float("nan")),
+                 "diffusion": progress.add_task("diffusion", total=settings.steps, loss=float("nan"))}
+
+        def on_step(phase: str, step: int, total: int, loss: float) -> None:
+            progress.update(tasks[phase], completed=step, loss=loss)
+
+        summary = train_micro(preset, args.out, settings, on_step, stop_at=args.stop_at)
+    print(f"wrote {args.out}: text_encoder, unet, vae_decoder, vae_encoder .safetensors, loss.jsonl, train.json "
+          f"({summary['seconds']:.0f} s; final losses: vae {summary['final_vae_loss']}, "
+          f"diffusion {summary['final_diffusion_loss']}); use it with --checkpoint-dir {args.out}")
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from models import get_preset
+
+    from .errors import BadArgumentError
+    from .quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, check_gate, measure,
+                          quality_prompts, torch_generate)
+
+    if (args.artifacts is None) == (args.preset is None):
+        raise BadArgumentError("pass exactly one of --artifacts DIR (exported recipe, gated against fp32 torch) "
+                               "or --preset NAME (the torch model)")
+    if args.seeds < 1:
+        raise BadArgumentError(f"--seeds must be at least 1, got {args.seeds}")
+    try:
+        prompts = quality_prompts(args.prompts, args.num_prompts)
+    except ValueError as exc:
+        raise BadArgumentError(str(exc)) from None
+    seeds = list(range(args.seeds))
+    sampling = SamplingSettings(args.steps, args.guidance_scale)
+    console = Console(stderr=True)
+    margin = QUALITY_MARGIN if args.margin is None else args.margin
+    start = time.perf_counter()
+
+    def run(generate, source):
+        with console.status(f"fidelity of {source} ...") as status:
+            return measure(generate, prompts, seeds, source,
+                           lambda done, total: status.update(f"fidelity of {source}: {done}/{total} pictures"))
+
+    if args.preset is not None:
+        generate, source = torch_generate(get_preset(args.preset), args.checkpoint_dir, sampling)
+        report = run(generate, source)
+        data, gate = report.as_dict(), None
+    else:
+        generate, source, preset, checkpoint_dir = artifact_generate(args.artifacts, args.runtime, args.precision,
+                                                                     sampling)
+        artifacts = run(generate, source)
+        reference_generate, reference_source = torch_generate(preset, checkpoint_dir, sampling)
+        gate = GateResult(artifacts, run(reference_generate, reference_source), margin)
+        report, data = artifacts, gate.as_dict()
+    if args.json:
+        print(json.dumps(data if args.items else {k: v for k, v in data.items() if k != "items"}, indent=2))
+    else:
+        attributes = ", ".join(f"{k} {v:.0%}" for k, v in report.per_attribute.items())
+        print(f"fidelity {report.fidelity:.1%} over {report.n} pictures ({len(prompts)} {args.prompts} prompts x "
+              f"{len(seeds)} seeds; {report.attributes} attributes): {attributes}; {report.source}")
+        if gate is not None:
+            print(f"fp32 torch: {gate.reference.fidelity:.1%}; drop {gate.drop:+.1%} (margin {margin:.0%}): "
+                  f"{'passed' if gate.passed else 'FAILED'}")
+        console.print(f"{time.perf_counter() - start:.1f} s")
+    if gate is not None:
+        check_gate(gate)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .quality import PROMPT_SETS
+    from .train import DATA_CHOICES, TrainSettings
+
+    defaults = TrainSettings()
+    train = sub.add_parser("train", help="train the micro reference model (VAE, then text encoder + UNet)")
+    train.add_argument("--preset", default=MICRO, help=f"the preset to train (default {MICRO})")
+    train.add_argument("--data", choices=DATA_CHOICES, default=defaults.data,
+                       help="captioned shapes, handwritten digits (scikit-learn), or both")
+    train.add_argument("--out", required=True, help="checkpoint directory (resumes when it holds a run)")
+    train.add_argument("--steps", type=int, default=defaults.steps, help="text encoder + UNet steps")
+    train.add_argument("--vae-steps", type=int, default=defaults.vae_steps, help="autoencoder steps (run first)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--shapes-count", type=int, default=defaults.shapes_count, help="rendered training scenes")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--threads", type=int, default=defaults.threads,
+                       help="torch CPU threads (1 is faster on a busy machine)")
+    train.add_argument("--save-every", type=int, default=defaults.save_every, help="resumable state every N steps")
+    train.add_argument("--stop-at", type=int, default=None,
+                       help="stop after N text encoder + UNet steps and write the weights so far; the same "
+                            "command without it resumes the full schedule")
+    train.set_defaults(func=cmd_train)
+
+    quality = sub.add_parser("quality", help="prompt fidelity (% attributes correct) and the quality gate")
+    quality.add_argument("--artifacts", default=None, help="an export / quantize directory: gated against fp32 torch")
+    quality.add_argument("--preset", default=None, help=f"score the torch model instead (e.g. {MICRO})")
+    quality.add_argument("--checkpoint-dir", default=None, help="with --preset: weights (default: the shipped ones)")
+    quality.add_argument("--prompts", choices=PROMPT_SETS, default="held-out")
+    quality.add_argument("--num-prompts", type=int, default=20)
+    quality.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt")
+    quality.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the preset's)")
+    quality.add_argument("--guidance-scale", type=float, default=None)
+    quality.add_argument("--runtime", choices=("onnx", "tflite"), default=None, help="with --artifacts")
+    quality.add_argument("--precision", default=None, help="with --artifacts, when the directory holds several")
+    quality.add_argument("--margin", type=float, default=None,
+                         help="allowed fidelity drop below fp32 torch (default 0.05)")
+    quality.add_argument("--json", action="store_true",
+                         help='print {"fidelity": 0..1, "n": int, "per_attribute": {...}, ...}')
+    quality.add_argument("--items", action="store_true", help="with --json: every picture's verdicts too")
+    quality.set_defaults(func=cmd_quality)

@@ -1,0 +1,11 @@
+"""Prompt fidelity without a learned judge (measured shapes, a digits classifier) and the
+quality-parity gate between exported recipes and the fp32 torch model."""
+
+from .evaluate import (QUALITY_MARGIN, GateResult, QualityGateFailure, QualityReport, SamplingSettings,
+                       artifact_generate, check_gate, measure, torch_generate)
+from .prompts import PROMPT_SETS, quality_prompts
+from .scorer import fidelity, score_image
+
+__all__ = ["GateResult", "PROMPT_SETS", "QUALITY_MARGIN", "QualityGateFailure", "QualityReport", "SamplingSettings",
+           "artifact_generate", "check_gate", "fidelity", "measure", "quality_prompts", "score_image",
+           "torch_generate"]

@@ -1,0 +1,43 @@
+"""What a training run does, as one frozen record (also written to OUT/train.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import BadArgumentError
+
+DATA_CHOICES = ("shapes", "digits", "both")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    data: str = "both"  # shapes, digits or both
+    steps: int = 2000  # text encoder + UNet optimiser steps
+    vae_steps: int = 300  # autoencoder optimiser steps (run first)
+    batch_size: int = 32
+    vae_batch_size: int = 16
+    learning_rate: float = 1e-3
+    vae_learning_rate: float = 3e-3
+    warmup_steps: int = 20
+    shapes_count: int = 6000  # rendered training scenes (digits: every training scan)
+    digits_fraction: float = 0.3  # share of digits in a batch when data == "both"
+    cfg_dropout: float = 0.1  # captions replaced by "" so the model also learns the unconditional
+    ema_decay: float = 0.995  # the saved text encoder / UNet are an exponential moving average
+    seed: int = 0
+    split_seed: int = 0  # which captions / scans are held out (never trained on)
+    save_every: int = 100  # resumable state every this many steps
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_CHOICES:
+            raise BadArgumentError(f"--data must be one of {', '.join(DATA_CHOICES)}, got {self.data!r}")
+        for name in ("steps", "vae_steps", "shapes_count", "save_every"):
+            if getattr(self, name) < 0:
+                raise BadArgumentError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1 or self.vae_batch_size < 1:
+            raise BadArgumentError("batch sizes must be >= 1")
+        if not 0.0 <= self.cfg_dropout < 1.0 or not 0.0 <= self.digits_fraction <= 1.0:
+            raise BadArgumentError("cfg_dropout must be in [0, 1) and digits_fraction in [0, 1]")
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,34 @@
+"""Resumable training state: one file written atomically, read back on the next start."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+STATE_FILE = "train_state.pt"
+
+
+def save_state(out: Path, state: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{STATE_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out / STATE_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_state(out: Path) -> dict | None:
+    path = out / STATE_FILE
+    if not path.exists():
+        return None
+    return torch.load(path, weights_only=False)
+
+
+def step_generator(seed: int, phase: int, step: int) -> torch.Generator:
+    """A fresh generator per step: a resumed run draws exactly what an uninterrupted one would."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + phase * 100_003 + step)

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from md_export.data.digits import caption as digit_caption, digits_dataset, parse_caption as parse_digit, split_indices
+from md_export.data.shapes import (CaptionError, Scene, ShapeSpec, all_scenes, parse_caption, shapes_dataset,
+                                   split_scenes)
+
+
+def test_shapes_are_deterministic_for_a_seed_and_differ_across_seeds():
+    a_images, a_captions = shapes_dataset(12, seed=3)
+    b_images, b_captions = shapes_dataset(12, seed=3)
+    c_images, _ = shapes_dataset(12, seed=4)
+    assert a_images.shape == (12, 64, 64, 3) and a_images.dtype == np.uint8
+    assert np.array_equal(a_images, b_images) and a_captions == b_captions
+    assert not np.array_equal(a_images, c_images)
+
+
+def test_captions_round_trip_through_the_parser():
+    for scene in all_scenes()[::37]:
+        assert parse_caption(scene.caption()) == scene
+    assert parse_caption("a red circle above a blue square") == Scene(
+        (ShapeSpec("red", "circle"), ShapeSpec("blue", "square")), "above")
+    with pytest.raises(CaptionError):
+        parse_caption("a cat on the mat")
+    with pytest.raises(CaptionError):
+        parse_caption("a pink circle on the left")
+
+
+def test_held_out_captions_never_appear_in_training():
+    train, held = split_scenes(0)
+    assert held and train
+    assert not {s.caption() for s in train} & {s.caption() for s in held}
+    _, captions = shapes_dataset(300, seed=0)
+    assert not set(captions) & {s.caption() for s in held}
+    _, held_captions = shapes_dataset(20, seed=0, held_out=True)
+    assert set(held_captions) <= {s.caption() for s in held}
+    assert split_scenes(1)[1] != held  # the split follows its seed
+
+
+def test_digits_are_real_scans_upscaled_with_captions_and_a_seeded_split():
+    images, captions = digits_dataset()
+    again, _ = digits_dataset()
+    assert images.shape[1:] == (64, 64, 3) and np.array_equal(images, again)
+    assert captions[0].startswith("a handwritten digit ")
+    assert parse_digit(digit_caption(7)) == 7 and parse_digit("a handwritten digit seven") == 7
+    train, held = split_indices(0)
+    assert len(set(train) & set(held)) == 0 and len(train) + len(held) == 1797
+    assert not np.array_equal(split_indices(1)[1], held)
