@@ -1,5 +1,7 @@
 """The main job (`md-export run`): what a new user runs first, end to end on one preset.
 
+  0. a real picture first: the trained mobilediffusion-micro weights shipped with the package draw
+     one caption (OUT/micro.png) and the fidelity scorer measures it (a second or two)
   1. cost table (params, GFLOPs per component)
   2. torch reference image
   3. export the three networks to every requested format
@@ -25,6 +27,7 @@ from .artifacts import artifact_networks
 from .export import export_preset
 from .export.manifest import read_manifest, write_json_atomic, write_text_atomic
 from .images import save_png
+from .micro_demo import micro_markdown, micro_picture
 from .parity import check_directory, markdown, psnr_db
 from .pipeline import TextToImagePipeline
 from .summary import preset_summary
@@ -65,6 +68,10 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 
     def done(name: str) -> None:
         report["stage_seconds"][name] = round(time.perf_counter() - report["stage_seconds"][name], 1)
+
+    stage("micro preset picture")
+    report["micro"] = micro_picture(out, seed=settings.seed)
+    done("micro preset picture")
 
     stage("summary")
     report["summary"] = preset_summary(preset)
@@ -193,8 +200,10 @@ def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
 def render(report: dict, parity_markdown: str) -> str:
     lines = [f"# md-export main job: {report['preset']} at {report['resolution']}x{report['resolution']}", "",
              f"Overall parity: **{'PASSED' if report['passed'] else 'FAILED'}**. Weights: "
-             + "; ".join(f"{k}: {v}" for k, v in report["weights"].items()), "",
-             "## Cost (one call, batch 1)", "", "| component | params | GFLOPs |", "| --- | ---: | ---: |"]
+             + "; ".join(f"{k}: {v}" for k, v in report["weights"].items()), ""]
+    if report.get("micro"):
+        lines += micro_markdown(report["micro"], report["preset"])
+    lines += ["## Cost (one call, batch 1)", "", "| component | params | GFLOPs |", "| --- | ---: | ---: |"]
     for name, cost in report["summary"]["components"].items():
         lines.append(f"| {name} | {cost['params']:,} | {cost['gflops']:.1f} |")
     lines += ["", f"## Images: \"{report['prompt']}\", {report['steps']} DDIM steps, seed {report['seed']}", "",

@@ -162,7 +162,7 @@ def _full_presets() -> dict[str, Preset]:
     }
     presets[MICRO_PRESET] = Preset(MICRO_PRESET, "MobileDiffusion switches at micro scale, trained on captioned "
                                    "shapes and digits (weights ship with the package)", MICRO_TEXT_ENCODER,
-                                   MICRO_UNET, MICRO_VAE, resolution=64, default_steps=20, guidance_scale=3.0)
+                                   MICRO_UNET, MICRO_VAE, resolution=64, default_steps=20, guidance_scale=5.0)
     for name, change, unet in _ablation[1:-1]:
         presets[name] = Preset(name, f"ablation step: {change}", CLIP_VIT_L14, unet, SD15_VAE)
     return presets
