@@ -23,26 +23,42 @@ import numpy as np
 from md_export.export.manifest import read_manifest
 from md_export.parity import check_directory
 from md_export.pipeline_parity import check_pipelines
-from md_export.quantize.driver import quantize_directory
+from md_export.quantize.driver import QuantizeError, quantize_directory
 from md_export.quantize.recipes import get_recipe
 from md_export.runtimes import open_artifact
 
 RUNTIME_NAMES = {"onnx": "onnxruntime", "tflite": "litert"}
 
 
-def unet_p50_ms(directory: Path, fmt: str, runs: int) -> float:
+def _unet_runner(directory: Path, fmt: str, precision: str | None):
+    """The directory's UNet in `fmt` (of `precision`, or its only precision when None)."""
     entry = next(e for e in read_manifest(directory)["artifacts"]
-                 if e["component"] == "unet" and e["format"] == fmt and e["precision"] != "fp16")
+                 if e["component"] == "unet" and e["format"] == fmt and precision in (None, e["precision"]))
     runner = open_artifact(directory, entry)
     with np.load(directory / entry["reference"]) as data:
         feeds = {k.removeprefix("input:"): data[k] for k in data.files if k.startswith("input:")}
     runner.run(feeds)  # first call: allocation, kernel selection
-    times = []
+    return runner, feeds
+
+
+def paired_unet_p50_ms(fp32_dir: Path, quantized_dir: Path, fmt: str, runs: int) -> tuple[float, float]:
+    """p50 of the fp32 and the quantized UNet, runs alternating between the two so that whatever
+    else the machine does weighs on both alike (the ratio is what the table reports)."""
+    runners = [_unet_runner(fp32_dir, fmt, "fp32"), _unet_runner(quantized_dir, fmt, None)]
+    times: list[list[float]] = [[], []]
     for _ in range(runs):
-        start = time.perf_counter()
-        runner.run(feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for index, (runner, feeds) in enumerate(runners):
+            start = time.perf_counter()
+            runner.run(feeds)
+            times[index].append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def _quantized(artifacts: Path, name: str, target: Path, args, target_psnr: float | None) -> list[dict]:
+    if args.reuse and (target / "manifest.json").exists():
+        return [e for e in read_manifest(target)["artifacts"] if e.get("recipe") == name]
+    return quantize_directory(artifacts, name, target, args.calibration, target_psnr,
+                              progress=lambda m: print(f"  {m}", flush=True))
 
 
 def main() -> None:
@@ -57,21 +73,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep recipe directories already in --out (re-measure only)")
     args = parser.parse_args()
 
     artifacts, out = Path(args.artifacts), Path(args.out)
     fp32_sizes = {(e["format"], e["component"]): e["size_bytes"] for e in read_manifest(artifacts)["artifacts"]
                   if e["precision"] == "fp32"}
-    fp32_latency = {}
     rows = []
     for name in args.recipes.split(","):
         recipe = get_recipe(name)
         target = out / name
-        start = time.perf_counter()
         target_psnr = args.target_psnr if recipe.fallback else None
-        entries = quantize_directory(artifacts, name, target, args.calibration, target_psnr,
-                                     progress=lambda m: print(f"  {m}", flush=True))
-        seconds = time.perf_counter() - start
+        try:
+            entries = _quantized(artifacts, name, target, args, target_psnr)
+        except QuantizeError as exc:  # a recipe the backend cannot apply is a row of the table too
+            rows.append({"recipe": name, "error": str(exc)})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
+        seconds = sum(e["quantize_seconds"] for e in {e["file"]: e for e in entries}.values())
         row = {"recipe": name, "quantize_s": round(seconds, 1), "sizes_mb": {}, "size_ratio": {}}
         for entry in entries:
             row["sizes_mb"][entry["component"]] = round(entry["size_bytes"] / 1e6, 1)
@@ -83,12 +103,10 @@ def main() -> None:
         row["unet_psnr_db_real"] = round(next(iter(real.values()))["psnr_db"], 2) if real else None
         row["tensor_parity"] = "passed" if report.passed else "failed"
         if recipe.format in RUNTIME_NAMES:
-            if recipe.format not in fp32_latency:
-                fp32_latency[recipe.format] = unet_p50_ms(artifacts, recipe.format, args.runs)
-            p50 = unet_p50_ms(target, recipe.format, args.runs)
+            fp32_p50, p50 = paired_unet_p50_ms(artifacts, target, recipe.format, args.runs)
             row["unet_p50_ms"] = round(p50, 1)
-            row["unet_fp32_p50_ms"] = round(fp32_latency[recipe.format], 1)
-            row["speedup_vs_fp32"] = round(fp32_latency[recipe.format] / p50, 2)
+            row["unet_fp32_p50_ms"] = round(fp32_p50, 1)
+            row["speedup_vs_fp32"] = round(fp32_p50 / p50, 2)
             pipelines = check_pipelines(target, args.prompts, args.steps)
             if pipelines:
                 data = pipelines[0].as_dict()
@@ -106,6 +124,9 @@ def main() -> None:
           "| SSIM | tensor parity |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for row in rows:
+        if "error" in row:
+            print(f"| {row['recipe']} | failed: {row['error'][:200]} | | | | | | |")
+            continue
         print(f"| {row['recipe']} | {row['sizes_mb'].get('unet')} ({row['size_ratio'].get('unet')}x) | "
               f"{row.get('unet_p50_ms', '-')} ({row.get('unet_fp32_p50_ms', '-')}) | {row.get('speedup_vs_fp32', '-')} | "
               f"{row['unet_psnr_db_real']} | {row.get('image_psnr_db_mean', '-')}/{row.get('image_psnr_db_min', '-')} | "

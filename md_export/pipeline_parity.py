@@ -28,6 +28,10 @@ DEFAULT_QUANTIZED_GATE_DB = 20.0
 RUNNABLE_FORMATS = ("onnx", "tflite") + (("coreml",) if platform.system() == "Darwin" else ())
 RUNTIME_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "coreml"}
 
+# The fp32 torch pipeline is the same for every directory of one preset (export, each recipe):
+# its images and latents are kept per (weights, resolution, prompt, steps, seed) within a process.
+_REFERENCE_RUNS: dict[tuple, tuple[np.ndarray, list[np.ndarray]]] = {}
+
 
 @dataclass
 class PipelineParity:
@@ -77,10 +81,14 @@ def check_pipelines(directory: str | Path, prompts: int = 2, steps: int = 4, see
         networks, _ = artifact_networks(directory, RUNTIME_OF_FORMAT[fmt], precision)
         latent_spec = next(s for s in networks.unet.inputs if s.name == "latent")
         resolution = latent_spec.shape[-1] * preset.vae.downsample_factor
-        if resolution not in references:
-            torch_nets, _ = torch_networks(preset, resolution, source.get("checkpoint_dir"), source.get("weight_seed", 0))
-            references[resolution] = TextToImagePipeline(torch_nets, preset.unet.prediction_type)
-        reference = references[resolution]
+
+        def reference() -> TextToImagePipeline:  # built only when a prompt is not cached yet
+            if resolution not in references:
+                torch_nets, _ = torch_networks(preset, resolution, source.get("checkpoint_dir"),
+                                               source.get("weight_seed", 0))
+                references[resolution] = TextToImagePipeline(torch_nets, preset.unet.prediction_type)
+            return references[resolution]
+
         candidate = TextToImagePipeline(networks, preset.unet.prediction_type)
         gate = IMAGE_GATES_DB.get(precision, DEFAULT_QUANTIZED_GATE_DB)
         result = PipelineParity(fmt, precision, resolution, prompts, steps, gate_db=gate)
@@ -88,14 +96,20 @@ def check_pipelines(directory: str | Path, prompts: int = 2, steps: int = 4, see
         for index, prompt in enumerate(chosen_prompts):
             if progress:
                 progress(f"pipeline {fmt} {precision}: prompt {index + 1}/{prompts}")
-            ref_latents, cand_latents = [], []
-            ref = reference.generate(prompt, steps, seed + index,
-                                     callback=lambda step, total, t, latent: ref_latents.append(latent.copy()))
+            key = (preset.name, source.get("checkpoint_dir"), source.get("weight_seed", 0), resolution,
+                   prompt, steps, seed + index)
+            if key not in _REFERENCE_RUNS:
+                latents: list[np.ndarray] = []
+                image = reference().generate(prompt, steps, seed + index,
+                                             callback=lambda step, total, t, latent: latents.append(latent.copy())).image
+                _REFERENCE_RUNS[key] = (image, latents)
+            ref_image, ref_latents = _REFERENCE_RUNS[key]
+            cand_latents = []
             cand = candidate.generate(prompt, steps, seed + index,
                                       callback=lambda step, total, t, latent: cand_latents.append(latent.copy()))
             per_step += [psnr_db(a, b) for a, b in zip(ref_latents, cand_latents)]
-            result.image_psnr_db.append(round(psnr_db(ref.image.astype(np.float64), cand.image.astype(np.float64)), 2))
-            result.image_ssim.append(round(float(structural_similarity(ref.image, cand.image, channel_axis=2)), 4))
+            result.image_psnr_db.append(round(psnr_db(ref_image.astype(np.float64), cand.image.astype(np.float64)), 2))
+            result.image_ssim.append(round(float(structural_similarity(ref_image, cand.image, channel_axis=2)), 4))
         result.step_latent_psnr_db = [round(float(v), 2) for v in per_step / prompts]
         result.passed = min(result.image_psnr_db) >= gate
         results.append(result)

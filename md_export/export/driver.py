@@ -207,13 +207,18 @@ def _convert_group(fmt: str, precisions: list[str], component: str, group: list[
                 file = name(target.tag, precision)
                 if precision == "fp16":
                     progress(f"onnx fp16 {target.tag}")
-                    onnx_backend.to_fp16(workdir / fp32_file, staging / file)
+                    # the overflow check scans the export's own seeded inputs; `md-export quantize
+                    # --recipe onnx-fp16 --calibration` rescans on real sampler inputs
+                    scan_feeds = [{k: v.numpy() for k, v in target.sample_inputs.items()}]
+                    overflow = onnx_backend.to_fp16(workdir / fp32_file, staging / file, scan_feeds=scan_feeds)
                 else:
                     for produced in (workdir / file, workdir / (file + ".data")):
                         if produced.exists():
                             shutil.move(str(produced), str(staging / produced.name))
                 seconds = fp32_seconds + (time.perf_counter() - start if precision == "fp16" else 0.0)
                 results.append(entry(target, precision, file, seconds, None, identity))
+                if precision == "fp16":
+                    results[-1]["fp16_overflow"] = overflow.as_dict()
             shutil.rmtree(workdir)
         else:
             progress(f"coreml trace {target.tag}")

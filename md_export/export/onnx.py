@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .quiet import quiet
@@ -56,17 +57,67 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
     return path
 
 
-def to_fp16(fp32_path: Path, path: Path, node_block_list: list[str] | None = None) -> Path:
+def to_fp16(fp32_path: Path, path: Path, node_block_list: list[str] | None = None,
+            scan_feeds: list[dict[str, np.ndarray]] | None = None):
     """fp16 weights and compute, fp32 inputs/outputs (keep_io_types), by onnxruntime's converter.
-    Nodes in `node_block_list` stay fp32 (the fp16 overflow fallback)."""
+
+    With `scan_feeds`, the fp16 overflow check runs first (fp16_overflow.scan): nodes whose values
+    exceed the fp16 range on those inputs stay fp32, added to `node_block_list`, and the converted
+    model must give finite outputs on them. Returns the scan (None without feeds)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True,
-                                     node_block_list=node_block_list or None)
+    from . import fp16_overflow
+
+    blocked = list(node_block_list or [])
+    overflow = None
+    if scan_feeds:
+        overflow = fp16_overflow.scan(fp32_path, scan_feeds)
+        blocked += [n for n in overflow.blocked_nodes if n not in blocked]
+    model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True, node_block_list=blocked or None)
+    if blocked:
+        _drop_fp16_round_trips(model, set(blocked))
     _save(_topologically_sorted(model), path)
     onnx.checker.check_model(str(path))
-    return path
+    if scan_feeds:
+        fp16_overflow.check_finite(path, scan_feeds)
+    return overflow
+
+
+def _drop_fp16_round_trips(model, fp32_nodes: set[str]) -> None:
+    """Between two fp32-kept nodes the converter still routes the tensor through Cast(fp16) ->
+    Cast(fp32), which overflows exactly the values the block list is for: connect them directly."""
+    from onnx import TensorProto
+
+    def cast_to(node) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    producer = {out: node for node in model.graph.node for out in node.output}
+    rewired: dict[str, str] = {}
+    for node in model.graph.node:
+        first = producer.get(node.input[0]) if cast_to(node) == TensorProto.FLOAT else None
+        if first is None or cast_to(first) != TensorProto.FLOAT16:
+            continue
+        source = producer.get(first.input[0])
+        if source is not None and source.name in fp32_nodes:
+            rewired[node.output[0]] = first.input[0]
+    if not rewired:
+        return
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name in rewired:
+                node.input[index] = rewired[name]
+    graph_outputs = {o.name for o in model.graph.output}
+    while True:  # drop the casts nobody reads any more
+        used = {name for node in model.graph.node for name in node.input} | graph_outputs
+        dead = [n for n in model.graph.node if n.op_type == "Cast" and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    stale = [v for v in model.graph.value_info if v.name in rewired.values()]
+    for value in stale:  # the converter typed these fp16; they are fp32 again
+        model.graph.value_info.remove(value)
 
 
 def _weight_bytes(target: ExportTarget) -> int:

@@ -39,6 +39,7 @@ class QuantizeError(MdExportError):
     """A recipe's backend failed on an artifact."""
 
 REAL_REFERENCE_SAMPLES = 4
+FP16_SCAN_SAMPLES = 8  # real inputs the fp16 overflow scan runs on
 
 
 def _sources(manifest: dict, recipe: Recipe) -> list[dict]:
@@ -136,14 +137,23 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
 def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, target: Path, calibration: Path | None,
            target_psnr: float | None, progress: Progress) -> dict | None:
     """Run the recipe's backend; returns extra manifest fields (the fallback report of --target-psnr,
-    the W8A8 torch parity)."""
+    the fp16 overflow scan, the W8A8 torch parity)."""
     if recipe.format == "onnx":
-        feeds = _feeds(calibration, first) if recipe.calibration else None
+        if recipe.calibration:
+            feeds = _feeds(calibration, first)
+        elif recipe.kind == "fp16" and calibration is not None:
+            feeds = _feeds(calibration, first, limit=FP16_SCAN_SAMPLES)
+        else:
+            feeds = None
         if target_psnr is not None:
             result = static_with_fallback(source_path, target, feeds, feeds[:: max(1, len(feeds) // 8)],
                                           target_psnr, recipe.kind,
                                           progress=lambda m: progress(f"{first['component']}: {m}"))
             return {"fallback": dataclasses.asdict(result)}
+        if recipe.kind == "fp16":
+            # the overflow scan runs on real inputs when given, else on the export's reference inputs
+            scan = onnx_recipes.fp16(source_path, target, feeds or [_reference_inputs(source_path.parent, first)])
+            return {"fp16_overflow": scan.as_dict()}
         getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
     elif recipe.format == "tflite":
         signature_feeds = None
@@ -168,6 +178,11 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
 
 _QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                        "ConvInteger", "QLinearConv", "QLinearMatMul"}
+
+
+def _reference_inputs(directory: Path, entry: dict) -> dict[str, np.ndarray]:
+    with np.load(directory / entry["reference"]) as data:
+        return {k.removeprefix("input:"): data[k] for k in data.files if k.startswith("input:")}
 
 
 def _changed_anything(fmt: str, path: Path) -> bool:

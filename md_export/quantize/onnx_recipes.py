@@ -6,7 +6,8 @@
   real sampler inputs (W8A8). The fastest CPU recipe (VNNI); the one that needs the fallback loop.
 - onnx-w8a16: QDQ, int8 weights + int16 activations (com.microsoft Q/DQ): near-fp quality where
   int8 activations lose too much, at int8 weight size.
-- onnx-fp16: fp16 weights and compute, fp32 I/O.
+- onnx-fp16: fp16 weights and compute, fp32 I/O; nodes whose values overflow fp16 on the scanned
+  inputs (calibration, else the export's reference inputs) stay fp32.
 
 Why the TorchScript-exported graph: quantize_static failed to calibrate the dynamo exporter's
 GroupNorm (DESIGN.md section 3).
@@ -88,5 +89,6 @@ def w8a16(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path 
     return static_int8(fp32_path, out, feeds, nodes_to_exclude, cache, "int16", preprocessed)
 
 
-def fp16(fp32_path: Path, out: Path, feeds=None, nodes_to_exclude=None) -> Path:
-    return onnx_backend.to_fp16(fp32_path, out, node_block_list=nodes_to_exclude)
+def fp16(fp32_path: Path, out: Path, feeds=None, nodes_to_exclude=None):
+    """Returns the fp16 overflow scan over `feeds` (the nodes kept fp32 and why)."""
+    return onnx_backend.to_fp16(fp32_path, out, node_block_list=nodes_to_exclude, scan_feeds=feeds)
