@@ -18,7 +18,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def _floats(text: str) -> list[float]:
@@ -29,11 +28,11 @@ def ort_latency_ms(export_dir: Path, threads: int, runs: int) -> float:
     """Median onnxruntime latency of the exported UNet (fp32, batch 1) on its reference inputs."""
     from benchmarks.harness import time_calls
     from md_export.export.manifest import read_manifest
+    from md_export.parity import load_reference
     from md_export.runtimes.onnx_runner import OnnxRunner
 
     entry = next(e for e in read_manifest(export_dir)["artifacts"] if e["component"] == "unet")
-    reference = np.load(export_dir / entry["reference"])
-    feeds = {k.removeprefix("input:"): reference[k] for k in reference.files if k.startswith("input:")}
+    feeds, _ = load_reference(export_dir, entry)
     runner = OnnxRunner(export_dir / entry["file"], threads=threads)
     _, samples, _ = time_calls(lambda: runner.run(feeds), warmup=1, runs=runs)
     return statistics.median(samples)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from md_export.export.manifest import read_manifest
-from md_export.parity import check_directory
+from md_export.parity import check_directory, load_reference
 from md_export.pipeline_parity import check_pipelines
 from md_export.quantize.driver import QuantizeError, quantize_directory
 from md_export.quantize.recipes import get_recipe
@@ -35,8 +35,7 @@ def _unet_runner(directory: Path, fmt: str, precision: str | None):
     entry = next(e for e in read_manifest(directory)["artifacts"]
                  if e["component"] == "unet" and e["format"] == fmt and precision in (None, e["precision"]))
     runner = open_artifact(directory, entry)
-    with np.load(directory / entry["reference"]) as data:
-        feeds = {k.removeprefix("input:"): data[k] for k in data.files if k.startswith("input:")}
+    feeds, _ = load_reference(directory, entry)
     runner.run(feeds)  # first call: allocation, kernel selection
     return runner, feeds
 

@@ -27,6 +27,7 @@ from ..errors import BadArgumentError, MdExportError
 from ..export.driver import replace_path
 from ..export.manifest import (MANIFEST, merge_entries, read_manifest, sha256_of, size_of, tool_versions,
                                write_json_atomic)
+from ..parity import load_reference
 from ..runtimes import open_artifact
 from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
 from .recipes import Recipe, get_recipe
@@ -152,7 +153,7 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
             return {"fallback": dataclasses.asdict(result)}
         if recipe.kind == "fp16":
             # the overflow scan runs on real inputs when given, else on the export's reference inputs
-            scan = onnx_recipes.fp16(source_path, target, feeds or [_reference_inputs(source_path.parent, first)])
+            scan = onnx_recipes.fp16(source_path, target, feeds or [load_reference(source_path.parent, first)[0]])
             return {"fp16_overflow": scan.as_dict()}
         getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
     elif recipe.format == "tflite":
@@ -178,11 +179,6 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
 
 _QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                        "ConvInteger", "QLinearConv", "QLinearMatMul"}
-
-
-def _reference_inputs(directory: Path, entry: dict) -> dict[str, np.ndarray]:
-    with np.load(directory / entry["reference"]) as data:
-        return {k.removeprefix("input:"): data[k] for k in data.files if k.startswith("input:")}
 
 
 def _changed_anything(fmt: str, path: Path) -> bool:
