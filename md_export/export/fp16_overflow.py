@@ -45,6 +45,7 @@ def scan(fp32_path: Path, feeds: list[dict[str, np.ndarray]], threshold: float =
     model = onnx.load(str(fp32_path))
     float_tensors = _float_tensors(fp32_path, model)
     graph = model.graph
+    original_nodes = list(graph.node)  # before the probes go in
     probed = []
     for tensor in float_tensors:
         absolute = tensor + "__fp16_scan_abs"
@@ -67,7 +68,7 @@ def scan(fp32_path: Path, feeds: list[dict[str, np.ndarray]], threshold: float =
     result = OverflowScan(threshold)
     result.tensors = {t: float(v) for t, v in zip(probed, largest) if v > threshold}
     blocked = []
-    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
+    for node in original_nodes:
         if any(name in result.tensors for name in list(node.input) + list(node.output)):
             blocked.append(node.name)
     result.blocked_nodes = blocked
