@@ -74,8 +74,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
                        loss=f"loss {row['loss']:.4g} (out {row['output']:.3g}, feat {row['feature']:.3g})")
 
         report = distill_preset(args.teacher, args.student, out, settings, args.teacher_checkpoint_dir,
-                                args.weight_seed, args.calibration, on_step)
+                                args.weight_seed, args.calibration, on_step, args.image_prompts, args.image_steps)
     print(markdown_table(report["stages"]))
+    trail = ", ".join(f"step {e['step']}: {e['psnr_db']:.2f} dB" for e in report["evaluations"])
+    print(f"held-out output PSNR to the teacher: {trail}; kept step {report['best_step']}")
     print(f"wrote {out} (distilled model, distill_log.jsonl, distill_report.json; rerun to resume)")
     return 0
 
@@ -164,6 +166,9 @@ def register(sub) -> None:
     distill.add_argument("--checkpoint-every", type=int, default=25)
     distill.add_argument("--seed", type=int, default=0)
     distill.add_argument("--device", default=None, help="cuda / cpu (default: CUDA when present)")
+    distill.add_argument("--image-prompts", type=int, default=1,
+                         help="prompts for the final-image parity of each stage (0: skip it)")
+    distill.add_argument("--image-steps", type=int, default=4, help="DDIM steps of that image parity")
     distill.add_argument("--teacher-checkpoint-dir", default=None)
     distill.add_argument("--weight-seed", type=int, default=0, help="teacher's random-weight seed without checkpoint")
     distill.set_defaults(func=cmd_distill)

@@ -22,7 +22,7 @@ from .distill import DistillSettings, Progress, distill
 from .errors import PruneError
 from .inputs import calibration_unet_inputs, ranking_inputs
 from .magnitude import magnitude_prune
-from .report import markdown_table, parity_to_teacher, stage_row
+from .report import ImageProbe, markdown_table, parity_to_teacher, stage_row
 
 METHODS = ("magnitude", "channels", "blocks")
 PRUNE_REPORT = "prune_report.json"
@@ -78,9 +78,13 @@ def prune_preset(preset: Preset, method: str, amount: float, out: str | Path, ch
 
 def distill_preset(teacher_ref: str, student_dir: str | Path, out: str | Path, settings: DistillSettings,
                    teacher_checkpoint: str | Path | None = None, seed: int = 0, calibration: str | Path | None = None,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None, image_prompts: int = 1, image_steps: int = 4) -> dict:
     """Distill the pruned model in `student_dir` toward the teacher's UNet; the distilled model and
-    its state / log / report go to `out` (a rerun with the same `out` resumes)."""
+    its state / log / report go to `out` (a rerun with the same `out` resumes).
+
+    Each stage (teacher, pruned, distilled) is scored by UNet output parity on held-out inputs and,
+    unless `image_prompts` is 0, by final image PSNR of a DDIM pipeline of `image_steps` steps.
+    """
     teacher_preset = get_preset(teacher_ref)
     student_preset = load_preset_dir(student_dir)
     if (teacher_preset.latent_shape() != student_preset.latent_shape()
@@ -93,13 +97,20 @@ def distill_preset(teacher_ref: str, student_dir: str | Path, out: str | Path, s
     calibration_rows = calibration_unet_inputs(calibration, student_preset) if calibration else None
     evaluation = ranking_inputs(student_preset, calibration, count=2, seed=EVAL_SEED)
     timing = component_example_inputs(student_preset, "unet")
-    rows = [stage_row("teacher (before pruning)", teacher_preset, teacher, teacher, evaluation, timing),
-            stage_row("pruned", student_preset, student, teacher, evaluation, timing)]
-    log = distill(teacher, student, student_preset, settings, out, calibration_rows, progress)
-    rows.append(stage_row(f"distilled ({len(log)} steps)", student_preset, student, teacher, evaluation, timing))
+    probe = (ImageProbe(student_preset, modules["text_encoder"], modules["vae_decoder"], teacher,
+                        prompts=image_prompts, steps=image_steps, seed=EVAL_SEED)
+             if image_prompts > 0 else None)
+    rows = [stage_row("teacher (before pruning)", teacher_preset, teacher, teacher, evaluation, timing, probe),
+            stage_row("pruned", student_preset, student, teacher, evaluation, timing, probe)]
+    result = distill(teacher, student, student_preset, settings, out, calibration_rows, progress, evaluation)
+    kept = f"best of {len(result.evaluations)} evaluations: step {result.best_step}"
+    rows.append(stage_row(f"distilled ({len(result.log)} steps; {kept})", student_preset, student, teacher,
+                          evaluation, timing, probe))
     report = {"teacher": teacher_ref, "student": str(student_dir), "settings": asdict(settings),
               "device": str(settings.device or "auto"), "stages": rows,
-              "first_loss": log[0] if log else None, "last_loss": log[-1] if log else None}
+              "evaluations": result.evaluations, "best_step": result.best_step,
+              "image_parity": {"prompts": image_prompts, "ddim_steps": image_steps, "seed": EVAL_SEED},
+              "first_loss": result.log[0] if result.log else None, "last_loss": result.log[-1] if result.log else None}
     name = display_name(student_preset) + "-distilled"
     write_preset_files(dataclasses.replace(student_preset, name=name), modules, out, extra={"distillation": report},
                        files={DISTILL_REPORT: json.dumps(report, indent=2) + "\n",
