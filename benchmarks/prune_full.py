@@ -2,7 +2,7 @@
 
     python -m benchmarks.prune_full --preset mobilediffusion --out out/prune_full --json out/prune_full.json
 
-For each variant (the unpruned teacher, magnitude sparsity, channel fractions, block counts):
+For each variant (the unpruned teacher, magnitude sparsity, channel and head fractions, block counts):
 prune into a model directory, export its UNet to ONNX fp32 and time it with onnxruntime on the
 export's reference inputs, then distill a few steps toward the teacher; parity (output PSNR /
 cosine to the teacher's UNet, on seeded inputs the pruning never saw, and the final image PSNR of
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--out", default="out/prune_full")
     parser.add_argument("--magnitude", default="0.5", help="sparsities, comma-separated ('' for none)")
     parser.add_argument("--channels", default="0.2,0.4", help="channel fractions, comma-separated")
+    parser.add_argument("--heads", default="0.5", help="attention-head fractions, comma-separated")
     parser.add_argument("--blocks", default="2,4", help="block counts, comma-separated")
     parser.add_argument("--distill-steps", type=int, default=50)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -77,8 +78,8 @@ def main() -> None:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", flush=True)
 
-    variants = ([("magnitude", a) for a in _floats(args.magnitude)] + [("channels", a) for a in _floats(args.channels)]
-                + [("blocks", a) for a in _floats(args.blocks)])
+    variants = [(method, amount) for method in ("magnitude", "channels", "heads", "blocks")
+                for amount in _floats(getattr(args, method))]
     rows = []
     log(f"teacher {teacher_name}: export UNet to ONNX")
     export_preset(preset, ["unet"], ["onnx"], ["fp32"], out / "teacher-onnx", checkpoint_dir=args.checkpoint_dir)

@@ -46,6 +46,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
                   "dense runtimes do not run faster on it")
     elif args.method == "channels":
         detail = f"channels removed {result['fraction']:.4f} (target {result['target_fraction']})"
+    elif args.method == "heads":
+        detail = (f"attention heads {result['heads_before']} -> {result['heads_after']} (removed "
+                  f"{result['fraction']:.4f}, target {result['target_fraction']})")
     else:
         detail = "removed " + ", ".join(f"{b['name']} ({b['importance']:.2e})" for b in result["removed"])
     parity = report["parity_to_teacher"]
@@ -143,9 +146,11 @@ def register(sub) -> None:
     prune.add_argument("--preset", default=DEFAULT_PRESET, help="preset name or model directory")
     prune.add_argument("--method", choices=METHODS, required=True,
                        help="magnitude: global unstructured sparsity; channels: inner widths of resnets and FFNs; "
+                            "heads: whole attention heads of every transformer block; "
                             "blocks: remove the least important residual / transformer blocks")
     prune.add_argument("--amount", type=float, required=True,
-                       help="magnitude: target sparsity (0.5); channels: fraction removed (0.2); blocks: how many (2)")
+                       help="magnitude: target sparsity (0.5); channels / heads: fraction removed (0.2); "
+                            "blocks: how many (2)")
     prune.add_argument("--out", required=True, help="model directory to write")
     prune.add_argument("--calibration", default=None, help="calibration directory: rank blocks on real UNet inputs")
     prune.add_argument("--checkpoint-dir", default=None)

@@ -23,10 +23,14 @@ from torch import nn
 
 
 class Attention(nn.Module):
-    """Multi-head attention; `shared_kv` uses one projection for keys and values."""
+    """Multi-head attention; `shared_kv` uses one projection for keys and values.
+
+    `head_dim` defaults to query_dim // heads; head pruning keeps the original head_dim with fewer
+    heads, so the projections map query_dim -> heads * head_dim -> query_dim.
+    """
 
     def __init__(self, query_dim: int, context_dim: int, heads: int, shared_kv: bool, kind: str,
-                 implementation: str = "batched"):
+                 implementation: str = "batched", head_dim: int | None = None):
         super().__init__()
         if kind not in ("softmax", "relu"):
             raise ValueError(f"unknown attention kind {kind!r}")
@@ -34,17 +38,18 @@ class Attention(nn.Module):
             raise ValueError(f"unknown attention implementation {implementation!r}")
         self.implementation = implementation
         self.heads = heads
-        self.head_dim = query_dim // heads
+        self.head_dim = head_dim or query_dim // heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.kind = kind
         self.shared_kv = shared_kv
-        self.to_q = nn.Linear(query_dim, query_dim, bias=False)
+        inner = heads * self.head_dim
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
         if shared_kv:
-            self.to_kv = nn.Linear(context_dim, query_dim, bias=False)
+            self.to_kv = nn.Linear(context_dim, inner, bias=False)
         else:
-            self.to_k = nn.Linear(context_dim, query_dim, bias=False)
-            self.to_v = nn.Linear(context_dim, query_dim, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(query_dim, query_dim)])
+            self.to_k = nn.Linear(context_dim, inner, bias=False)
+            self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = x.shape
@@ -119,14 +124,19 @@ class BasicTransformerBlock(nn.Module):
         ffn_activation: str,
         attention_implementation: str = "batched",
         ffn_inner_dim: int | None = None,
+        kept_heads: int | None = None,
     ):
         super().__init__()
+        if kept_heads is not None and not 1 <= kept_heads <= heads:
+            raise ValueError(f"a transformer block with {heads} heads can keep 1..{heads} of them, not {kept_heads}")
+        # head pruning (kept_heads, set by md_export.prune) keeps each head's width, drops whole heads
+        attention_kwargs = dict(kind=attention, implementation=attention_implementation, head_dim=dim // heads)
         self.has_self_attention = self_attention
         if self_attention:
             self.norm1 = nn.LayerNorm(dim)
-            self.attn1 = Attention(dim, dim, heads, shared_kv, attention, attention_implementation)
+            self.attn1 = Attention(dim, dim, kept_heads or heads, shared_kv, **attention_kwargs)
         self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = Attention(dim, context_dim, heads, shared_kv, attention, attention_implementation)
+        self.attn2 = Attention(dim, context_dim, kept_heads or heads, shared_kv, **attention_kwargs)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = GatedFeedForward(dim, ffn_expansion, ffn_activation, ffn_inner_dim)
 
@@ -139,13 +149,15 @@ class BasicTransformerBlock(nn.Module):
 
 class SpatialTransformer(nn.Module):
     def __init__(self, channels: int, depth: int, norm_groups: int, ffn_inner_dims: list[int | None] | None = None,
-                 **block_kwargs):
+                 kept_heads: list[int | None] | None = None, **block_kwargs):
         super().__init__()
         ffn_inner_dims = ffn_inner_dims or [None] * depth
+        kept_heads = kept_heads or [None] * depth
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
         self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, ffn_inner_dim=inner, **block_kwargs) for inner in ffn_inner_dims]
+            [BasicTransformerBlock(channels, ffn_inner_dim=inner, kept_heads=heads, **block_kwargs)
+             for inner, heads in zip(ffn_inner_dims, kept_heads)]
         )
         self.proj_out = nn.Conv2d(channels, channels, 1)
 

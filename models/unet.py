@@ -98,6 +98,10 @@ class MobileUNet(nn.Module):
         if len(ffn_dims) != sum(depths):
             raise ValueError(f"UNetConfig.ffn_inner_dims has {len(ffn_dims)} entries, "
                              f"the UNet keeps {sum(depths)} transformer blocks")
+        kept_heads = list(c.attention_heads) or [None] * sum(depths)
+        if len(kept_heads) != sum(depths):
+            raise ValueError(f"UNetConfig.attention_heads has {len(kept_heads)} entries, "
+                             f"the UNet keeps {sum(depths)} transformer blocks")
         if any(i >= c.resnet_slots() for i in c.skipped_resnets):
             raise ValueError(f"UNetConfig.skipped_resnets {c.skipped_resnets} out of range ({c.resnet_slots()} blocks)")
         counters = {"resnet": 0, "slot": 0, "block": 0}
@@ -123,6 +127,7 @@ class MobileUNet(nn.Module):
             counters["block"] += depth
             return SpatialTransformer(
                 widths[level], depth, c.norm_groups, ffn_inner_dims=ffn_dims[first:first + depth],
+                kept_heads=kept_heads[first:first + depth],
                 context_dim=c.cross_attention_dim, heads=c.num_attention_heads[level],
                 self_attention=self_attention, shared_kv=c.shared_kv, attention=c.attention,
                 ffn_expansion=c.ffn_expansion, ffn_activation=c.ffn_activation,

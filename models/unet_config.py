@@ -47,6 +47,8 @@ class UNetConfig:
     transformer_depths: tuple[int, ...] = ()  # per transformer slot (build order: one per resnet of a level
     # with transformers, then the bottleneck): blocks kept; 0 removes the slot's whole transformer
     ffn_inner_dims: tuple[int, ...] = ()  # per transformer block (build order, after transformer_depths)
+    attention_heads: tuple[int, ...] = ()  # per transformer block (same order): heads kept in each of its
+    # attentions (each head keeps its width, so attention stays multi-head with whole heads)
 
     def __post_init__(self) -> None:
         levels = len(self.block_out_channels)
@@ -68,12 +70,14 @@ class UNetConfig:
             raise ValueError("UNetConfig.ffn_expansion must be even (half of the projection is the gate)")
         if self.mid_resnets not in (1, 2):
             raise ValueError("UNetConfig.mid_resnets must be 1 or 2")
-        for name in ("resnet_inner_channels", "skipped_resnets", "transformer_depths", "ffn_inner_dims"):
+        for name in ("resnet_inner_channels", "skipped_resnets", "transformer_depths", "ffn_inner_dims",
+                     "attention_heads"):
             value = getattr(self, name)
             if any(not isinstance(v, int) or v < 0 for v in value):
                 raise ValueError(f"UNetConfig.{name} must hold non-negative integers, got {value}")
-        if any(v < 1 for v in self.resnet_inner_channels + self.ffn_inner_dims):
-            raise ValueError("UNetConfig.resnet_inner_channels / ffn_inner_dims entries must be positive")
+        if any(v < 1 for v in self.resnet_inner_channels + self.ffn_inner_dims + self.attention_heads):
+            raise ValueError("UNetConfig.resnet_inner_channels / ffn_inner_dims / attention_heads entries "
+                             "must be positive")
         for width, heads in zip(self.block_out_channels, self.num_attention_heads):
             if width % heads or width % self.norm_groups:
                 raise ValueError(f"width {width} not divisible by heads {heads} and norm groups {self.norm_groups}")
@@ -95,7 +99,7 @@ class UNetConfig:
     @property
     def is_pruned(self) -> bool:
         return bool(self.resnet_inner_channels or self.skipped_resnets or self.transformer_depths
-                    or self.ffn_inner_dims)
+                    or self.ffn_inner_dims or self.attention_heads)
 
     def resnet_slots(self) -> int:
         """Residual blocks built (removed ones included), i.e. entries of resnet_inner_channels."""

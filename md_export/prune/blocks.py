@@ -4,7 +4,8 @@ Candidates: every residual block whose input and output widths agree (it can bec
 and every transformer block (each is a residual update of the token stream). Importance of a
 candidate = relative change of the UNet output when that one block is skipped, on calibration
 inputs (or seeded random ones): ||y_skip - y||^2 / ||y||^2. The least important `count` go.
-The result is a plain UNetConfig (skipped_resnets, transformer_depths, ffn_inner_dims), so the
+The result is a plain UNetConfig (skipped_resnets, transformer_depths, ffn_inner_dims,
+attention_heads), so the
 model saves, reloads and exports like any preset.
 """
 
@@ -77,20 +78,26 @@ def remove_blocks(unet: MobileUNet, count: int, inputs: tuple[torch.Tensor, ...]
     config = unet.config
     slots = transformer_slots(unet)
     depths = list(config.transformer_depths) or list(config.default_transformer_depths())
-    ffn = list(config.ffn_inner_dims) or [None] * sum(depths)
     # kept blocks per slot, in order: maps each new block index to its old one
     kept_blocks = {slot: [k for k in range(depths[slot])
                           if not any(c.slot == slot and c.block == k for c in removed)]
                    for slot in range(len(slots))}
-    new_ffn, offset = [], 0
-    for slot in range(len(slots)):
-        for k in kept_blocks[slot]:
-            new_ffn.append(ffn[offset + k])
-        offset += depths[slot]
+
+    def surviving(per_block: tuple[int, ...]) -> tuple[int, ...]:
+        """A per-transformer-block config field without the removed blocks (empty stays empty)."""
+        if not per_block:
+            return ()
+        kept, offset = [], 0
+        for slot in range(len(slots)):
+            kept += [per_block[offset + k] for k in kept_blocks[slot]]
+            offset += depths[slot]
+        return tuple(kept)
+
     new_depths = tuple(len(kept_blocks[slot]) for slot in range(len(slots)))
     skipped = tuple(sorted(set(config.skipped_resnets) | {c.resnet_index for c in removed if c.kind == "resnet"}))
     new_config = config.replace(skipped_resnets=skipped, transformer_depths=new_depths,
-                                ffn_inner_dims=tuple(new_ffn) if all(v is not None for v in new_ffn) else ())
+                                ffn_inner_dims=surviving(config.ffn_inner_dims),
+                                attention_heads=surviving(config.attention_heads))
     prefixes = {prefix: slot for slot, (prefix, _) in enumerate(slots)}
     pattern = re.compile(r"^(.*)\.transformer_blocks\.(\d+)\.(.*)$")
 

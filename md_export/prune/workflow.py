@@ -20,11 +20,12 @@ from .blocks import remove_blocks
 from .channels import channel_prune
 from .distill import DistillSettings, Progress, distill
 from .errors import PruneError
+from .heads import head_prune
 from .inputs import calibration_unet_inputs, ranking_inputs
 from .magnitude import magnitude_prune
 from .report import ImageProbe, markdown_table, parity_to_teacher, stage_row
 
-METHODS = ("magnitude", "channels", "blocks")
+METHODS = ("magnitude", "channels", "heads", "blocks")
 PRUNE_REPORT = "prune_report.json"
 DISTILL_REPORT = "distill_report.json"
 EVAL_SEED = 4242  # parity inputs differ from the ranking and training inputs
@@ -53,6 +54,8 @@ def prune_preset(preset: Preset, method: str, amount: float, out: str | Path, ch
         result = magnitude_prune(pruned, amount)
     elif method == "channels":
         pruned, result = channel_prune(unet, amount)
+    elif method == "heads":
+        pruned, result = head_prune(unet, amount)
     else:
         pruned, result = remove_blocks(unet, int(amount), ranking)
     name = f"{display_name(preset)}-{method}-{amount:g}"

@@ -49,6 +49,13 @@ def test_pruning_fields_are_validated():
         MobileUNet(config.replace(skipped_resnets=(1,)))  # 32 -> 64 channels: not an identity
     with pytest.raises(ValueError, match="positive"):
         config.replace(ffn_inner_dims=(0,))
+    with pytest.raises(ValueError, match="positive"):
+        config.replace(attention_heads=(0,))
+    blocks = sum(config.default_transformer_depths())
+    with pytest.raises(ValueError, match="attention_heads has 1 entries"):
+        MobileUNet(config.replace(attention_heads=(1,)))
+    with pytest.raises(ValueError, match="can keep 1..2 of them, not 3"):
+        MobileUNet(config.replace(attention_heads=(3,) * blocks))  # the tiny UNet has 2 heads per block
 
 
 def test_default_pruning_fields_change_nothing():
