@@ -23,7 +23,7 @@ from models.unet import MobileUNet
 
 from .errors import PruneError
 from .rebuild import Keep, rebuild_unet
-from .structure import live_resnets, resnets, transformer_blocks
+from .structure import live_resnets, resnets, top_in_order, transformer_blocks
 
 MULTIPLE = 8
 
@@ -39,10 +39,6 @@ class ChannelResult:
 def kept_count(width: int, fraction: float, multiple: int) -> int:
     target = width * (1.0 - fraction)
     return max(multiple, min(width, int(round(target / multiple)) * multiple))
-
-
-def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
-    return torch.sort(torch.topk(scores, count).indices).values  # keep the original channel order
 
 
 def _rows_norm(weight: torch.Tensor) -> torch.Tensor:
@@ -69,7 +65,7 @@ def channel_prune(unet: MobileUNet, fraction: float) -> tuple[MobileUNet, Channe
         else:
             consumer = block.conv2.weight.detach().transpose(0, 1)
         scores = _rows_norm(producer.weight) * _rows_norm(consumer)
-        kept = _top(scores, count)
+        kept = top_in_order(scores, count)
         conv1 = f"{prefix}.conv1.pointwise" if separable else f"{prefix}.conv1"
         for key in (f"{conv1}.weight", f"{conv1}.bias", f"{prefix}.time_emb_proj.weight",
                     f"{prefix}.time_emb_proj.bias", f"{prefix}.norm2.weight", f"{prefix}.norm2.bias"):
@@ -92,7 +88,7 @@ def channel_prune(unet: MobileUNet, fraction: float) -> tuple[MobileUNet, Channe
         count = kept_count(width, fraction, MULTIPLE)
         value, gate = proj.weight.detach()[:width], proj.weight.detach()[width:]
         scores = _rows_norm(value) * _rows_norm(gate) * _rows_norm(out.weight.detach().t())
-        kept = _top(scores, count)
+        kept = top_in_order(scores, count)
         both = torch.cat([kept, kept + width])
         keep[f"{prefix}.ff.proj.weight"] = [(0, both)]
         keep[f"{prefix}.ff.proj.bias"] = [(0, both)]

@@ -20,7 +20,7 @@ from models.unet import MobileUNet
 
 from .errors import PruneError
 from .rebuild import Keep, rebuild_unet
-from .structure import transformer_blocks
+from .structure import top_in_order, transformer_blocks
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def head_prune(unet: MobileUNet, fraction: float) -> tuple[MobileUNet, HeadResul
         count = kept_heads(heads, fraction)
         for name in attentions:
             attention = getattr(block, name)
-            kept = torch.sort(torch.topk(head_scores(attention), count).indices).values
+            kept = top_in_order(head_scores(attention), count)
             rows = _head_rows(kept, attention.head_dim)
             projections = ["to_kv"] if attention.shared_kv else ["to_k", "to_v"]
             for projection in ["to_q", *projections]:

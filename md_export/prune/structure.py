@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from models.attention import BasicTransformerBlock, SpatialTransformer
@@ -49,3 +50,8 @@ def live_resnets(unet: MobileUNet) -> list[tuple[int, str, ResnetBlock]]:
 
 def weight_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def top_in_order(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the `count` highest scores, in their original order (kept channels / heads)."""
+    return torch.sort(torch.topk(scores, count).indices).values
