@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--distill-steps", type=int, default=50)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=2, help="distillation batch")
-    parser.add_argument("--checkpoint-every", type=int, default=10, help="steps between held-out evaluations")
+    parser.add_argument("--checkpoint-every", type=int, default=10, help="steps between validations (best checkpoint)")
     parser.add_argument("--image-prompts", type=int, default=1, help="prompts of the final-image parity (0: skip)")
     parser.add_argument("--image-steps", type=int, default=4, help="DDIM steps of the final-image parity")
     parser.add_argument("--calibration", default=None, help="calibration directory (md-export calibrate)")

@@ -79,8 +79,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         report = distill_preset(args.teacher, args.student, out, settings, args.teacher_checkpoint_dir,
                                 args.weight_seed, args.calibration, on_step, args.image_prompts, args.image_steps)
     print(markdown_table(report["stages"]))
-    trail = ", ".join(f"step {e['step']}: {e['psnr_db']:.2f} dB" for e in report["evaluations"])
-    print(f"held-out output PSNR to the teacher: {trail}; kept step {report['best_step']}")
+    trail = ", ".join(f"step {e['step']}: {e['psnr_db']:.2f} dB" for e in report["validation"]["output_psnr_db"])
+    print(f"validation output PSNR to the teacher: {trail}; kept step {report['best_step']}")
     print(f"wrote {out} (distilled model, distill_log.jsonl, distill_report.json; rerun to resume)")
     return 0
 

@@ -9,9 +9,9 @@ Batches: seeded random latents / timesteps / text embeddings, mixed with recorde
 rows when given; batch k depends only on (seed, k), so a resumed run sees the same data as an
 uninterrupted one. Magnitude-pruned weights stay zero (their masks are re-applied every step).
 
-Best checkpoint: with held-out evaluation inputs, the student's output PSNR to the teacher is
+Best checkpoint: with held-out validation inputs, the student's output PSNR to the teacher is
 measured before the first step and at every checkpoint, and the student ends with the weights of
-the best evaluation, not the last step's. A short run at too high a learning rate can push a
+the best validation, not the last step's. A short run at too high a learning rate can push a
 nearly exact student (a block or two removed) away from its teacher; this rule never hands back a
 student worse on held-out inputs than the one distillation started from.
 """
@@ -63,12 +63,12 @@ class DistillSettings:
 @dataclass
 class DistillResult:
     log: list[dict]  # one row per step: loss, output and feature terms
-    evaluations: list[dict] = field(default_factory=list)  # {"step", "psnr_db"}; step 0 = before training
-    best_step: int | None = None  # the evaluation whose weights the student ends with (None: last step)
+    validations: list[dict] = field(default_factory=list)  # {"step", "psnr_db"}; step 0 = before training
+    best_step: int | None = None  # the validation whose weights the student ends with (None: last step)
 
     @property
     def best_psnr_db(self) -> float | None:
-        return next((e["psnr_db"] for e in self.evaluations if e["step"] == self.best_step), None)
+        return next((e["psnr_db"] for e in self.validations if e["step"] == self.best_step), None)
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -139,7 +139,7 @@ def sparsity_masks(module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]
     return masks
 
 
-class _Evaluator:
+class _Validator:
     """Output PSNR of the student to the teacher on fixed held-out inputs (teacher outputs computed once)."""
 
     def __init__(self, teacher: MobileUNet, inputs: tuple[torch.Tensor, ...], device: torch.device):
@@ -157,12 +157,12 @@ class _Evaluator:
 
 def distill(teacher: MobileUNet, student: MobileUNet, preset: Preset, settings: DistillSettings, work_dir: str | Path,
             calibration: tuple[torch.Tensor, ...] | None = None, progress: Progress | None = None,
-            evaluation: tuple[torch.Tensor, ...] | None = None) -> DistillResult:
+            validation: tuple[torch.Tensor, ...] | None = None) -> DistillResult:
     """Train `student` in place toward `teacher`.
 
     `work_dir` holds distill_state.pt (student + optimizer + log + best weights, every
     `checkpoint_every` steps) and distill_log.jsonl; a run that finds a state there resumes from it.
-    With `evaluation` inputs the student ends with its best evaluated weights (see the module doc).
+    With `validation` inputs the student ends with its best validated weights (see the module doc).
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,7 @@ def distill(teacher: MobileUNet, student: MobileUNet, preset: Preset, settings: 
     student = student.to(device).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     state_path, log_path = work_dir / STATE_FILE, work_dir / LOG_FILE
-    evaluate = _Evaluator(teacher, evaluation, device) if evaluation is not None else None
+    validate = _Validator(teacher, validation, device) if validation is not None else None
     result = DistillResult(log=[])
     best_weights: dict[str, torch.Tensor] | None = None
     start = 0
@@ -182,31 +182,31 @@ def distill(teacher: MobileUNet, student: MobileUNet, preset: Preset, settings: 
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         start, result.log = state["step"], state["log"]
-        result.evaluations, result.best_step = state.get("evaluations", []), state.get("best_step")
+        result.validations, result.best_step = state.get("validations", []), state.get("best_step")
         best_weights = state.get("best_student")
     masks = sparsity_masks(student)
 
     def snapshot() -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()}
 
-    def evaluate_at(step: int) -> None:
+    def validate_at(step: int) -> None:
         nonlocal best_weights
-        if evaluate is None:
+        if validate is None:
             return
-        score = evaluate(student)
-        result.evaluations.append({"step": step, "psnr_db": score})
+        score = validate(student)
+        result.validations.append({"step": step, "psnr_db": score})
         if result.best_step is None or score > result.best_psnr_db:
             result.best_step, best_weights = step, snapshot()
 
     def checkpoint(step: int) -> None:
         save_state({"step": step, "student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                    "log": result.log, "evaluations": result.evaluations, "best_step": result.best_step,
+                    "log": result.log, "validations": result.validations, "best_step": result.best_step,
                     "best_student": best_weights, "student_config": asdict(student.config),
                     "settings": asdict(settings)}, state_path)
         _write_log(result.log, log_path)
 
     if start == 0:
-        evaluate_at(0)
+        validate_at(0)
     for step in range(start, settings.steps):
         inputs = tuple(t.to(device) for t in batch_for_step(preset, settings, step, calibration))
         losses = distill_loss(teacher, student, inputs, settings.feature_weight)
@@ -221,7 +221,7 @@ def distill(teacher: MobileUNet, student: MobileUNet, preset: Preset, settings: 
         if progress is not None:
             progress(step + 1, settings.steps, row)
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-            evaluate_at(step + 1)
+            validate_at(step + 1)
             checkpoint(step + 1)
     if best_weights is not None:
         student.load_state_dict(best_weights)

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from models import COMPONENTS, Preset, component_example_inputs, get_preset, load_preset_dir, save_preset_dir
 from models.preset_io import is_preset_dir, write_preset_files
 
@@ -21,7 +23,7 @@ from .channels import channel_prune
 from .distill import DistillSettings, Progress, distill
 from .errors import PruneError
 from .heads import head_prune
-from .inputs import calibration_unet_inputs, ranking_inputs
+from .inputs import calibration_unet_inputs, random_unet_inputs, ranking_inputs
 from .magnitude import magnitude_prune
 from .report import ImageProbe, markdown_table, parity_to_teacher, stage_row
 
@@ -29,6 +31,8 @@ METHODS = ("magnitude", "channels", "heads", "blocks")
 PRUNE_REPORT = "prune_report.json"
 DISTILL_REPORT = "distill_report.json"
 EVAL_SEED = 4242  # parity inputs differ from the ranking and training inputs
+# Distillation picks its best checkpoint on these, not on the parity inputs it is then reported on.
+VALIDATION_SEED = 4343
 
 
 def display_name(preset: Preset) -> str:
@@ -105,13 +109,15 @@ def distill_preset(teacher_ref: str, student_dir: str | Path, out: str | Path, s
              if image_prompts > 0 else None)
     rows = [stage_row("teacher (before pruning)", teacher_preset, teacher, teacher, evaluation, timing, probe),
             stage_row("pruned", student_preset, student, teacher, evaluation, timing, probe)]
-    result = distill(teacher, student, student_preset, settings, out, calibration_rows, progress, evaluation)
-    kept = f"best of {len(result.evaluations)} evaluations: step {result.best_step}"
+    validation = random_unet_inputs(student_preset, 2, torch.Generator().manual_seed(VALIDATION_SEED))
+    result = distill(teacher, student, student_preset, settings, out, calibration_rows, progress, validation)
+    kept = f"best of {len(result.validations)} validations: step {result.best_step}"
     rows.append(stage_row(f"distilled ({len(result.log)} steps; {kept})", student_preset, student, teacher,
                           evaluation, timing, probe))
     report = {"teacher": teacher_ref, "student": str(student_dir), "settings": asdict(settings),
               "device": str(settings.device or "auto"), "stages": rows,
-              "evaluations": result.evaluations, "best_step": result.best_step,
+              "validation": {"inputs": f"seeded random (seed {VALIDATION_SEED})",
+                             "output_psnr_db": result.validations}, "best_step": result.best_step,
               "image_parity": {"prompts": image_prompts, "ddim_steps": image_steps, "seed": EVAL_SEED},
               "first_loss": result.log[0] if result.log else None, "last_loss": result.log[-1] if result.log else None}
     name = display_name(student_preset) + "-distilled"

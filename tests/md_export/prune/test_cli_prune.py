@@ -17,8 +17,8 @@ def test_prune_then_distill_then_export(tmp_path, capsys):
     assert main(["distill", "--teacher", TINY, "--student", str(pruned), "--steps", "2", "--out", str(distilled),
                  "--lr", "1e-3"]) == 0
     out = capsys.readouterr().out
-    assert "teacher (before pruning)" in out and "distilled (2 steps; best of 2 evaluations" in out
-    assert "held-out output PSNR to the teacher: step 0:" in out and "image PSNR (dB)" in out
+    assert "teacher (before pruning)" in out and "distilled (2 steps; best of 2 validations" in out
+    assert "validation output PSNR to the teacher: step 0:" in out and "image PSNR (dB)" in out
     assert is_preset_dir(distilled) and (distilled / "distill_log.jsonl").is_file()
     # the pruned directory goes through export + parity like any preset
     assert main(["export", "--preset", str(distilled), "--components", "unet", "--formats", "onnx",

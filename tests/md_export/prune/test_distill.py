@@ -9,7 +9,7 @@ import torch
 from md_export.prune.distill import LOG_FILE, DistillSettings, distill
 from md_export.prune.inputs import ranking_inputs
 from md_export.prune.report import parity_to_teacher
-from md_export.prune.workflow import EVAL_SEED, distill_preset, prune_preset
+from md_export.prune.workflow import VALIDATION_SEED, distill_preset, prune_preset
 from md_export.torch_networks import load_module
 from models import get_preset, load_preset_dir
 
@@ -28,10 +28,10 @@ def test_a_few_steps_reduce_the_error_to_the_teacher(tmp_path):
     # final-image parity of every stage: the teacher's pipeline against itself is exact (200 dB cap)
     assert teacher_row["image_psnr_db"] == 200.0
     assert 0.0 < pruned_row["image_psnr_db"] < 200.0 and 0.0 < distilled_row["image_psnr_db"] < 200.0
-    # evaluations at step 0 and every checkpoint; the kept one is the best of them
-    assert [e["step"] for e in report["evaluations"]] == [0, 4, 8]
-    best = max(report["evaluations"], key=lambda e: e["psnr_db"])
-    assert report["best_step"] == best["step"] and best["psnr_db"] == distilled_row["parity_psnr_db"]
+    # validations at step 0 and every checkpoint; the kept one is the best of them
+    trail = report["validation"]["output_psnr_db"]
+    assert [e["step"] for e in trail] == [0, 4, 8]
+    assert report["best_step"] == max(trail, key=lambda e: e["psnr_db"])["step"]
     log = [json.loads(line) for line in (tmp_path / "distilled" / LOG_FILE).read_text().splitlines()]
     assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
     # the distilled directory is itself a preset with the trained weights
@@ -70,20 +70,20 @@ def test_a_diverging_run_hands_back_its_best_checkpoint_not_its_last(tmp_path):
     teacher = load_module(preset, "unet", None, 0).module
     student = load_module(student_preset, "unet", None, 0).module
     start_weights = {k: v.clone() for k, v in student.state_dict().items()}
-    evaluation = ranking_inputs(student_preset, None, count=2, seed=EVAL_SEED)
+    validation = ranking_inputs(student_preset, None, count=2, seed=VALIDATION_SEED)
     result = distill(teacher, student, student_preset,
                      DistillSettings(steps=4, learning_rate=5e-2, checkpoint_every=2), tmp_path / "d",
-                     evaluation=evaluation)
-    scores = {e["step"]: e["psnr_db"] for e in result.evaluations}
+                     validation=validation)
+    scores = {e["step"]: e["psnr_db"] for e in result.validations}
     assert list(scores) == [0, 2, 4] and scores[4] < scores[0] - 3.0  # the run really diverged
     assert result.best_step == max(scores, key=scores.get)
-    assert parity_to_teacher(teacher, student, evaluation)["psnr_db"] == pytest.approx(scores[result.best_step],
+    assert parity_to_teacher(teacher, student, validation)["psnr_db"] == pytest.approx(scores[result.best_step],
                                                                                         abs=1e-3)
     if result.best_step == 0:
         assert all(torch.equal(v, start_weights[k]) for k, v in student.state_dict().items())
     # a resumed run that has nothing left to do keeps the same choice
     again = load_module(student_preset, "unet", None, 0).module
     resumed = distill(teacher, again, student_preset, DistillSettings(steps=4, learning_rate=5e-2, checkpoint_every=2),
-                      tmp_path / "d", evaluation=evaluation)
+                      tmp_path / "d", validation=validation)
     assert resumed.best_step == result.best_step
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), student.state_dict().values()))
