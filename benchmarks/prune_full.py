@@ -4,11 +4,13 @@
 
 For each variant (the unpruned teacher, magnitude sparsity, channel and head fractions, block counts):
 prune into a model directory, export its UNet to ONNX fp32 and time it with onnxruntime on the
-export's reference inputs, then distill a few steps toward the teacher; parity (output PSNR /
-cosine to the teacher's UNet, on seeded inputs the pruning never saw, and the final image PSNR of
-a DDIM pipeline with only the UNet swapped) is measured before and after. Distillation keeps its
-best held-out checkpoint (the step is in the table). The JSON is rewritten after every variant, so
-an interrupted run keeps the rows it finished.
+export's reference inputs, in alternation with the teacher's UNet (so the ratio holds on a busy
+machine; `--retime` redoes only this step for the model directories of an earlier run), then
+distill a few steps toward the teacher; parity (output PSNR / cosine to the teacher's UNet, on
+seeded inputs the pruning never saw, and the final image PSNR of a DDIM pipeline with only the
+UNet swapped) is measured before and after. Distillation keeps its best checkpoint on separate
+validation inputs (the step is in the table). The JSON is rewritten after every variant, so an
+interrupted run keeps the rows it finished.
 Not a test: on the full preset each variant takes minutes. `--preset mobilediffusion-tiny` is a
 one-minute check that the script works.
 """
@@ -28,24 +30,12 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-def ort_latency_ms(export_dir: Path, threads: int, runs: int) -> float:
-    """Median onnxruntime latency of the exported UNet (fp32, batch 1) on its reference inputs."""
-    from benchmarks.harness import time_calls
-    from md_export.export.manifest import read_manifest
-    from md_export.parity import load_reference
-    from md_export.runtimes.onnx_runner import OnnxRunner
-
-    entry = next(e for e in read_manifest(export_dir)["artifacts"] if e["component"] == "unet")
-    feeds, _ = load_reference(export_dir, entry)
-    runner = OnnxRunner(export_dir / entry["file"], threads=threads)
-    _, samples, _ = time_calls(lambda: runner.run(feeds), warmup=1, runs=runs)
-    return statistics.median(samples)
-
-
 def main() -> None:
     from md_export.export import export_preset
     from md_export.export.manifest import write_text_atomic
     from md_export.prune.distill import STATE_FILE, DistillSettings
+
+    from .paired import paired_unet_p50_ms
     from md_export.prune.workflow import distill_preset, prune_preset
     from models import get_preset
 
@@ -67,6 +57,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     parser.add_argument("--runs", type=int, default=5, help="timed onnxruntime runs per UNet")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
+    parser.add_argument("--retime", action="store_true",
+                        help="only re-export and re-time the UNets of an earlier run's --out (rows from its --json)")
     args = parser.parse_args()
 
     teacher_name = args.preset
@@ -80,18 +72,46 @@ def main() -> None:
 
     variants = [(method, amount) for method in ("magnitude", "channels", "heads", "blocks")
                 for amount in _floats(getattr(args, method))]
-    rows = []
+    teacher_onnx = out / "teacher-onnx"
     log(f"teacher {teacher_name}: export UNet to ONNX")
-    export_preset(preset, ["unet"], ["onnx"], ["fp32"], out / "teacher-onnx", checkpoint_dir=args.checkpoint_dir)
-    teacher_ms = ort_latency_ms(out / "teacher-onnx", args.threads, args.runs)
+    export_preset(preset, ["unet"], ["onnx"], ["fp32"], teacher_onnx, checkpoint_dir=args.checkpoint_dir)
+
+    def time_against_teacher(model_dir: Path, name: str) -> dict:
+        """Export the UNet of `model_dir`, time it alternating with the teacher's, drop the export."""
+        export_preset(get_preset(str(model_dir)), ["unet"], ["onnx"], ["fp32"], out / f"{name}-onnx")
+        teacher_ms, ms = paired_unet_p50_ms(teacher_onnx, out / f"{name}-onnx", "onnx", args.runs,
+                                            threads=args.threads)
+        shutil.rmtree(out / f"{name}-onnx", ignore_errors=True)  # 1.2-1.6 GB each; the model dir stays
+        return {"ort_ms": round(ms, 2), "teacher_ort_ms": round(teacher_ms, 2),
+                "ort_speedup": round(teacher_ms / ms, 3)}
+
+    def write_json(extra: dict) -> None:
+        if args.json:
+            write_text_atomic(Path(args.json), json.dumps(
+                {"preset": teacher_name, "distill_steps": args.distill_steps, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "ort_threads": args.threads, **extra, "rows": rows}, indent=2) + "\n")
+
+    if args.retime:
+        if not args.json or not Path(args.json).exists():
+            raise SystemExit("--retime needs the --json of an earlier run")
+        earlier = json.loads(Path(args.json).read_text())
+        rows = earlier["rows"]
+        for row in rows[1:]:
+            log(f"{row['variant']}: re-export and time against the teacher")
+            row.update(time_against_teacher(out / row["variant"], row["variant"]))
+        teacher_ms_from_pairs(rows)
+        write_json({"image_parity": earlier.get("image_parity")})
+        print_table(rows, teacher_name, preset, args, time.perf_counter() - start)
+        return
+
+    rows = []
     for method, amount in variants:
         name = f"{method}-{amount:g}"
         model_dir = out / name
         log(f"{name}: prune")
         prune_preset(preset, method, amount, model_dir, args.checkpoint_dir, calibration=args.calibration)
-        log(f"{name}: export UNet to ONNX and time it")
-        export_preset(get_preset(str(model_dir)), ["unet"], ["onnx"], ["fp32"], out / f"{name}-onnx")
-        latency = ort_latency_ms(out / f"{name}-onnx", args.threads, args.runs)
+        log(f"{name}: export UNet to ONNX and time it against the teacher")
+        timing = time_against_teacher(model_dir, name)
         log(f"{name}: distill {args.distill_steps} steps")
         settings = DistillSettings(steps=args.distill_steps, batch_size=args.batch_size, learning_rate=args.lr,
                                    checkpoint_every=args.checkpoint_every)
@@ -102,38 +122,44 @@ def main() -> None:
         if not rows:
             rows.append({"variant": "teacher (unpruned)", "params": teacher_stage["params"],
                          "nonzero_params": teacher_stage["nonzero_params"], "gflops": teacher_stage["gflops"],
-                         "ort_ms": round(teacher_ms, 2), "psnr_before": None, "cosine_before": None,
+                         "ort_ms": timing["teacher_ort_ms"], "psnr_before": None, "cosine_before": None,
                          "image_psnr_before": None, "psnr_after": None, "cosine_after": None,
                          "image_psnr_after": None, "best_step": None})
         rows.append({"variant": name, "params": pruned["params"], "nonzero_params": pruned["nonzero_params"],
-                     "gflops": pruned["gflops"], "ort_ms": round(latency, 2),
+                     "gflops": pruned["gflops"], **timing,
                      "psnr_before": pruned["parity_psnr_db"], "cosine_before": pruned["parity_cosine"],
                      "image_psnr_before": pruned.get("image_psnr_db"),
                      "psnr_after": distilled["parity_psnr_db"], "cosine_after": distilled["parity_cosine"],
                      "image_psnr_after": distilled.get("image_psnr_db"), "best_step": report["best_step"]})
         log(f"{name}: {rows[-1]}")
-        # Full-size training state (student, AdamW moments, best weights) and the timed ONNX copy are
-        # ~9 GB per variant; the table needs neither, the pruned and distilled model directories stay.
+        # The full-size training state (student, AdamW moments, best weights) is ~6 GB per variant;
+        # the table does not need it, the pruned and distilled model directories stay.
         (out / f"{name}-distilled" / STATE_FILE).unlink(missing_ok=True)
-        shutil.rmtree(out / f"{name}-onnx", ignore_errors=True)
-        if args.json:
-            write_text_atomic(Path(args.json), json.dumps(
-                {"preset": teacher_name, "distill_steps": args.distill_steps, "batch_size": args.batch_size,
-                 "learning_rate": args.lr, "image_parity": report["image_parity"], "rows": rows}, indent=2) + "\n")
+        teacher_ms_from_pairs(rows)
+        write_json({"image_parity": report["image_parity"]})
+    print_table(rows, teacher_name, preset, args, time.perf_counter() - start)
 
+
+def teacher_ms_from_pairs(rows: list[dict]) -> None:
+    """The teacher row's latency: the median of the teacher's p50s across every pairing."""
+    rows[0]["ort_ms"] = round(statistics.median(r["teacher_ort_ms"] for r in rows[1:]), 2)
+
+
+def print_table(rows: list[dict], teacher_name: str, preset, args, seconds: float) -> None:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
     print(f"\n{teacher_name} UNet at {preset.resolution}x{preset.resolution}, onnxruntime fp32 {args.threads} threads, "
-          f"distillation {args.distill_steps} steps ({time.perf_counter() - start:.0f} s in all)\n")
-    print("| variant | params | nonzero | GFLOPs | ORT ms | PSNR before (dB) | cos before | image PSNR before (dB) "
-          "| PSNR after (dB) | cos after | image PSNR after (dB) | kept step |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          f"distillation {args.distill_steps} steps ({seconds:.0f} s in all)\n")
+    print("| variant | params | nonzero | GFLOPs | ORT ms | speedup | PSNR before (dB) | cos before "
+          "| image PSNR before (dB) | PSNR after (dB) | cos after | image PSNR after (dB) | kept step |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['variant']} | {r['params']:,} | {r['nonzero_params']:,} | {r['gflops']:.3f} | "
-              f"{r['ort_ms']:.1f} | {fmt(r['psnr_before'], '.2f')} | {fmt(r['cosine_before'], '.4f')} | "
-              f"{fmt(r['image_psnr_before'], '.2f')} | {fmt(r['psnr_after'], '.2f')} | "
-              f"{fmt(r['cosine_after'], '.4f')} | {fmt(r['image_psnr_after'], '.2f')} | {fmt(r['best_step'], 'd')} |")
+              f"{r['ort_ms']:.1f} | {fmt(r.get('ort_speedup'), '.2f')} | {fmt(r['psnr_before'], '.2f')} | "
+              f"{fmt(r['cosine_before'], '.4f')} | {fmt(r['image_psnr_before'], '.2f')} | "
+              f"{fmt(r['psnr_after'], '.2f')} | {fmt(r['cosine_after'], '.4f')} | "
+              f"{fmt(r['image_psnr_after'], '.2f')} | {fmt(r['best_step'], 'd')} |")
 
 
 if __name__ == "__main__":

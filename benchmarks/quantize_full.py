@@ -14,43 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 from md_export.export.manifest import read_manifest
-from md_export.parity import check_directory, load_reference
+from md_export.parity import check_directory
 from md_export.pipeline_parity import check_pipelines
 from md_export.quantize.driver import QuantizeError, quantize_directory
 from md_export.quantize.recipes import get_recipe
-from md_export.runtimes import open_artifact
+
+from .paired import paired_unet_p50_ms
 
 RUNTIME_NAMES = {"onnx": "onnxruntime", "tflite": "litert"}
-
-
-def _unet_runner(directory: Path, fmt: str, precision: str | None):
-    """The directory's UNet in `fmt` (of `precision`, or its only precision when None)."""
-    entry = next(e for e in read_manifest(directory)["artifacts"]
-                 if e["component"] == "unet" and e["format"] == fmt and precision in (None, e["precision"]))
-    runner = open_artifact(directory, entry)
-    feeds, _ = load_reference(directory, entry)
-    runner.run(feeds)  # first call: allocation, kernel selection
-    return runner, feeds
-
-
-def paired_unet_p50_ms(fp32_dir: Path, quantized_dir: Path, fmt: str, runs: int) -> tuple[float, float]:
-    """p50 of the fp32 and the quantized UNet, runs alternating between the two so that whatever
-    else the machine does weighs on both alike (the ratio is what the table reports)."""
-    runners = [_unet_runner(fp32_dir, fmt, "fp32"), _unet_runner(quantized_dir, fmt, None)]
-    times: list[list[float]] = [[], []]
-    for _ in range(runs):
-        for index, (runner, feeds) in enumerate(runners):
-            start = time.perf_counter()
-            runner.run(feeds)
-            times[index].append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def _quantized(artifacts: Path, name: str, target: Path, args, target_psnr: float | None) -> list[dict]:
