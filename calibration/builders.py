@@ -31,9 +31,19 @@ class CalibrationError(Exception):
     pass
 
 
-def load_prompts() -> list[str]:
-    text = resources.files("calibration").joinpath("prompts.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+def load_prompts(path: str | Path | None = None) -> list[str]:
+    """The shipped prompt set, or a user's file in the same format (one prompt a line, # comments)."""
+    if path is None:
+        text = resources.files("calibration").joinpath("prompts.txt").read_text(encoding="utf-8")
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"cannot read prompts file {path}: {exc}") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise CalibrationError(f"prompts file {path} holds no prompt")
+    return prompts
 
 
 def photo_batch(resolution: int, names: tuple[str, ...] = PHOTOS) -> np.ndarray:
@@ -65,6 +75,7 @@ class CalibrationSettings:
     resolution: int | None = None
     checkpoint_dir: str | None = None
     photos: int = len(PHOTOS)  # real photos through the VAE encoder (each a full encoder pass)
+    prompts_file: str | None = None  # the domain's own prompts (None: calibration/prompts.txt)
 
 
 def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
@@ -78,7 +89,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
 
     if settings.num_prompts < 1 or settings.steps < 1:
         raise CalibrationError("--num-prompts and --steps must be at least 1")
-    prompts = load_prompts()
+    prompts = load_prompts(settings.prompts_file)
     if settings.num_prompts > len(prompts):
         raise CalibrationError(f"--num-prompts {settings.num_prompts} > the {len(prompts)} prompts in the set")
     resolution = settings.resolution or preset.resolution
@@ -132,7 +143,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
         manifest = {
             "preset": preset.name, "resolution": resolution, "num_prompts": settings.num_prompts,
             "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
-            "weights": sources, "prompts": chosen, "photos": list(PHOTOS[: settings.photos]),
+            "weights": sources, "prompts_file": settings.prompts_file, "prompts": chosen, "photos": list(PHOTOS[: settings.photos]),
             "samples": {component: int(next(iter(arrays.values())).shape[0]) for component, arrays in shards.items()},
             "files": {component: f"{component}.safetensors" for component in shards},
         }

@@ -257,7 +257,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset)
     settings = CalibrationSettings(num_prompts=args.num_prompts, steps=args.steps, seed=args.seed,
-                                   resolution=args.resolution, checkpoint_dir=args.checkpoint_dir)
+                                   resolution=args.resolution, checkpoint_dir=args.checkpoint_dir,
+                                   prompts_file=args.prompts_file)
     with Progress(TextColumn("[progress.description]{task.description:<60}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=Console(stderr=True)) as progress:
@@ -375,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--resolution", type=int, default=None)
     calibrate.add_argument("--checkpoint-dir", default=None)
+    calibrate.add_argument("--prompts-file", default=None,
+                           help="your domain's prompts, one a line (default: the shipped calibration/prompts.txt)")
     calibrate.add_argument("--out", required=True)
     calibrate.set_defaults(func=cmd_calibrate)
 

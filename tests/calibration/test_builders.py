@@ -50,6 +50,23 @@ def test_feeds_check_shapes_against_the_artifact(calibration_dir):
         calibration_feeds(calibration_dir, "unet", {"latent": [1, 4, 12, 12], "timestep": [1], "text_emb": [1, 77, 64]})
 
 
+def test_a_users_prompts_file_replaces_the_shipped_set(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# my app's prompts\na red circle\n\na blue square on the left\n")
+    out = tmp_path / "c"
+    build_calibration(get_preset("mobilediffusion-tiny"), out,
+                      CalibrationSettings(num_prompts=2, steps=1, photos=1, prompts_file=str(prompts)))
+    manifest = json.loads((out / "calibration.json").read_text())
+    assert sorted(manifest["prompts"]) == ["a blue square on the left", "a red circle"]
+    assert manifest["prompts_file"] == str(prompts) and manifest["samples"]["unet"] == 4
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    for bad, message in ((tmp_path / "empty.txt", "holds no prompt"), (tmp_path / "nope.txt", "cannot read")):
+        with pytest.raises(CalibrationError, match=message):
+            build_calibration(get_preset("mobilediffusion-tiny"), tmp_path / "x",
+                              CalibrationSettings(num_prompts=1, prompts_file=str(bad)))
+        assert not (tmp_path / "x").exists()
+
+
 def test_bad_requests_are_clear(tmp_path):
     with pytest.raises(CalibrationError, match="prompts in the set"):
         build_calibration(get_preset("mobilediffusion-tiny"), tmp_path / "x", CalibrationSettings(num_prompts=10_000))
