@@ -56,6 +56,10 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="teacher weights (default: seeded random)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads")
     parser.add_argument("--runs", type=int, default=5, help="timed onnxruntime runs per UNet")
+    parser.add_argument("--fidelity-prompts", type=int, default=0,
+                        help="trained weights only (e.g. mobilediffusion-micro): score teacher, pruned and "
+                             "distilled pictures with md-export quality's fidelity scorer on this many held-out "
+                             "prompts x 2 seeds")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     parser.add_argument("--retime", action="store_true",
                         help="only re-export and re-time the UNets of an earlier run's --out (rows from its --json)")
@@ -75,6 +79,15 @@ def main() -> None:
     teacher_onnx = out / "teacher-onnx"
     log(f"teacher {teacher_name}: export UNet to ONNX")
     export_preset(preset, ["unet"], ["onnx"], ["fp32"], teacher_onnx, checkpoint_dir=args.checkpoint_dir)
+
+    def fidelity_of(model: str | Path, checkpoint_dir: str | None = None) -> float | None:
+        """Fraction of the prompts' attributes (colour, shape, position, digit) the pictures get right."""
+        if args.fidelity_prompts < 1:
+            return None
+        from md_export.quality import SamplingSettings, measure, quality_prompts, torch_generate
+
+        generate, source = torch_generate(get_preset(str(model)), checkpoint_dir, SamplingSettings())
+        return round(measure(generate, quality_prompts("held-out", args.fidelity_prompts), [0, 1], source).fidelity, 4)
 
     def time_against_teacher(model_dir: Path, name: str) -> dict:
         """Export the UNet of `model_dir`, time it alternating with the teacher's, drop the export."""
@@ -105,6 +118,7 @@ def main() -> None:
         return
 
     rows = []
+    teacher_fidelity = fidelity_of(teacher_name, args.checkpoint_dir)
     for method, amount in variants:
         name = f"{method}-{amount:g}"
         model_dir = out / name
@@ -124,13 +138,15 @@ def main() -> None:
                          "nonzero_params": teacher_stage["nonzero_params"], "gflops": teacher_stage["gflops"],
                          "ort_ms": timing["teacher_ort_ms"], "psnr_before": None, "cosine_before": None,
                          "image_psnr_before": None, "psnr_after": None, "cosine_after": None,
-                         "image_psnr_after": None, "best_step": None})
+                         "image_psnr_after": None, "best_step": None, "fidelity": teacher_fidelity})
         rows.append({"variant": name, "params": pruned["params"], "nonzero_params": pruned["nonzero_params"],
                      "gflops": pruned["gflops"], **timing,
                      "psnr_before": pruned["parity_psnr_db"], "cosine_before": pruned["parity_cosine"],
                      "image_psnr_before": pruned.get("image_psnr_db"),
                      "psnr_after": distilled["parity_psnr_db"], "cosine_after": distilled["parity_cosine"],
-                     "image_psnr_after": distilled.get("image_psnr_db"), "best_step": report["best_step"]})
+                     "image_psnr_after": distilled.get("image_psnr_db"), "best_step": report["best_step"],
+                     "fidelity_before": fidelity_of(model_dir),
+                     "fidelity_after": fidelity_of(out / f"{name}-distilled")})
         log(f"{name}: {rows[-1]}")
         # The full-size training state (student, AdamW moments, best weights) is ~6 GB per variant;
         # the table does not need it, the pruned and distilled model directories stay.
@@ -149,17 +165,23 @@ def print_table(rows: list[dict], teacher_name: str, preset, args, seconds: floa
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
+    with_fidelity = rows[0].get("fidelity") is not None
     print(f"\n{teacher_name} UNet at {preset.resolution}x{preset.resolution}, onnxruntime fp32 {args.threads} threads, "
           f"distillation {args.distill_steps} steps ({seconds:.0f} s in all)\n")
     print("| variant | params | nonzero | GFLOPs | ORT ms | speedup | PSNR before (dB) | cos before "
-          "| image PSNR before (dB) | PSNR after (dB) | cos after | image PSNR after (dB) | kept step |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| image PSNR before (dB) | PSNR after (dB) | cos after | image PSNR after (dB) | kept step |"
+          + (" fidelity before | fidelity after |" if with_fidelity else ""))
+    print("|" + " --- |" + " ---: |" * (14 if with_fidelity else 12))
     for r in rows:
-        print(f"| {r['variant']} | {r['params']:,} | {r['nonzero_params']:,} | {r['gflops']:.3f} | "
-              f"{r['ort_ms']:.1f} | {fmt(r.get('ort_speedup'), '.2f')} | {fmt(r['psnr_before'], '.2f')} | "
-              f"{fmt(r['cosine_before'], '.4f')} | {fmt(r['image_psnr_before'], '.2f')} | "
-              f"{fmt(r['psnr_after'], '.2f')} | {fmt(r['cosine_after'], '.4f')} | "
-              f"{fmt(r['image_psnr_after'], '.2f')} | {fmt(r['best_step'], 'd')} |")
+        line = (f"| {r['variant']} | {r['params']:,} | {r['nonzero_params']:,} | {r['gflops']:.3f} | "
+                f"{r['ort_ms']:.1f} | {fmt(r.get('ort_speedup'), '.2f')} | {fmt(r['psnr_before'], '.2f')} | "
+                f"{fmt(r['cosine_before'], '.4f')} | {fmt(r['image_psnr_before'], '.2f')} | "
+                f"{fmt(r['psnr_after'], '.2f')} | {fmt(r['cosine_after'], '.4f')} | "
+                f"{fmt(r['image_psnr_after'], '.2f')} | {fmt(r['best_step'], 'd')} |")
+        if with_fidelity:
+            before = r.get("fidelity", r.get("fidelity_before"))
+            line += f" {fmt(before, '.1%')} | {fmt(r.get('fidelity_after'), '.1%')} |"
+        print(line)
 
 
 if __name__ == "__main__":

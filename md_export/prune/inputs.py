@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,36 @@ def ranking_inputs(preset: Preset, calibration: str | Path | None, count: int = 
         pick = torch.linspace(0, rows[0].shape[0] - 1, min(count, rows[0].shape[0])).long()
         return tuple(t.index_select(0, pick) for t in rows)
     return random_unet_inputs(preset, count, torch.Generator().manual_seed(seed))
+
+
+UNetInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DistillInputs:
+    """Disjoint inputs for one distillation: what it trains on, chooses its checkpoint on, reports on."""
+
+    train: UNetInputs | None  # calibration rows for the training batches (None: seeded noise only)
+    validation: UNetInputs  # the best checkpoint is chosen on these
+    evaluation: UNetInputs  # parity to the teacher (before / after) is reported on these
+
+
+def distill_inputs(preset: Preset, calibration: str | Path | None, count: int = 2, evaluation_seed: int = 4242,
+                   validation_seed: int = 4343) -> DistillInputs:
+    """With calibration, `count` rows each are held out for evaluation and validation (a seeded
+    split) and never trained on; without it, both are seeded noise the training batches never draw."""
+    if calibration is None:
+        return DistillInputs(None, random_unet_inputs(preset, count, torch.Generator().manual_seed(validation_seed)),
+                             random_unet_inputs(preset, count, torch.Generator().manual_seed(evaluation_seed)))
+    rows = calibration_unet_inputs(calibration, preset)
+    total = rows[0].shape[0]
+    if total <= 2 * count:
+        raise PruneError(f"calibration {calibration} holds {total} UNet inputs; distillation holds out {2 * count} "
+                         "for validation and evaluation and needs more to train on (calibrate more prompts or steps)")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(evaluation_seed))
+
+    def take(index: torch.Tensor) -> UNetInputs:
+        index = torch.sort(index).values
+        return tuple(t.index_select(0, index) for t in rows)
+
+    return DistillInputs(take(order[2 * count:]), take(order[count:2 * count]), take(order[:count]))

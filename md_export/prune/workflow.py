@@ -12,8 +12,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from models import COMPONENTS, Preset, component_example_inputs, get_preset, load_preset_dir, save_preset_dir
 from models.preset_io import is_preset_dir, write_preset_files
 
@@ -23,16 +21,21 @@ from .channels import channel_prune
 from .distill import DistillSettings, Progress, distill
 from .errors import PruneError
 from .heads import head_prune
-from .inputs import calibration_unet_inputs, random_unet_inputs, ranking_inputs
+from .inputs import DistillInputs, distill_inputs, ranking_inputs
 from .magnitude import magnitude_prune
 from .report import ImageProbe, markdown_table, parity_to_teacher, stage_row
 
 METHODS = ("magnitude", "channels", "heads", "blocks")
 PRUNE_REPORT = "prune_report.json"
 DISTILL_REPORT = "distill_report.json"
-EVAL_SEED = 4242  # parity inputs differ from the ranking and training inputs
-# Distillation picks its best checkpoint on these, not on the parity inputs it is then reported on.
+# Parity inputs (EVAL_SEED) and best-checkpoint inputs (VALIDATION_SEED) are held out from training
+# and from each other (md_export.prune.inputs.distill_inputs).
+EVAL_SEED = 4242
 VALIDATION_SEED = 4343
+
+
+def held_out(preset: Preset, calibration: str | Path | None) -> DistillInputs:
+    return distill_inputs(preset, calibration, count=2, evaluation_seed=EVAL_SEED, validation_seed=VALIDATION_SEED)
 
 
 def display_name(preset: Preset) -> str:
@@ -65,7 +68,7 @@ def prune_preset(preset: Preset, method: str, amount: float, out: str | Path, ch
     name = f"{display_name(preset)}-{method}-{amount:g}"
     pruned_preset = dataclasses.replace(preset, name=name, unet=pruned.config,
                                         description=f"{preset.description}; {method} pruning {amount:g}")
-    evaluation = ranking_inputs(preset, calibration, count=2, seed=EVAL_SEED)
+    evaluation = held_out(preset, calibration).evaluation
     report = {
         "method": method, "amount": amount, "source_preset": preset.name,
         "source_checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
@@ -101,23 +104,24 @@ def distill_preset(teacher_ref: str, student_dir: str | Path, out: str | Path, s
     teacher = load_module(teacher_preset, "unet", teacher_checkpoint, seed).module
     modules = load_all(student_preset, None, 0)
     student = modules["unet"]
-    calibration_rows = calibration_unet_inputs(calibration, student_preset) if calibration else None
-    evaluation = ranking_inputs(student_preset, calibration, count=2, seed=EVAL_SEED)
+    inputs = held_out(student_preset, calibration)
+    evaluation = inputs.evaluation
     timing = component_example_inputs(student_preset, "unet")
     probe = (ImageProbe(student_preset, modules["text_encoder"], modules["vae_decoder"], teacher,
                         prompts=image_prompts, steps=image_steps, seed=EVAL_SEED)
              if image_prompts > 0 else None)
     rows = [stage_row("teacher (before pruning)", teacher_preset, teacher, teacher, evaluation, timing, probe),
             stage_row("pruned", student_preset, student, teacher, evaluation, timing, probe)]
-    validation = random_unet_inputs(student_preset, 2, torch.Generator().manual_seed(VALIDATION_SEED))
-    result = distill(teacher, student, student_preset, settings, out, calibration_rows, progress, validation)
+    result = distill(teacher, student, student_preset, settings, out, inputs.train, progress, inputs.validation)
     kept = f"best of {len(result.validations)} validations: step {result.best_step}"
     rows.append(stage_row(f"distilled ({len(result.log)} steps; {kept})", student_preset, student, teacher,
                           evaluation, timing, probe))
     report = {"teacher": teacher_ref, "student": str(student_dir), "settings": asdict(settings),
               "device": str(settings.device or "auto"), "stages": rows,
-              "validation": {"inputs": f"seeded random (seed {VALIDATION_SEED})",
-                             "output_psnr_db": result.validations}, "best_step": result.best_step,
+              "held_out": (f"{len(evaluation[0])} evaluation + {len(inputs.validation[0])} validation "
+                           f"calibration rows, never trained on" if calibration else
+                           f"seeded noise (evaluation seed {EVAL_SEED}, validation seed {VALIDATION_SEED})"),
+              "validation": {"output_psnr_db": result.validations}, "best_step": result.best_step,
               "image_parity": {"prompts": image_prompts, "ddim_steps": image_steps, "seed": EVAL_SEED},
               "first_loss": result.log[0] if result.log else None, "last_loss": result.log[-1] if result.log else None}
     name = display_name(student_preset) + "-distilled"

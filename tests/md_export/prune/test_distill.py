@@ -87,3 +87,28 @@ def test_a_diverging_run_hands_back_its_best_checkpoint_not_its_last(tmp_path):
                       tmp_path / "d", validation=validation)
     assert resumed.best_step == result.best_step
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), student.state_dict().values()))
+
+
+def test_calibration_rows_held_out_for_validation_and_evaluation_are_never_trained_on(tmp_path):
+    from calibration.builders import CalibrationSettings, build_calibration
+    from md_export.prune.errors import PruneError
+    from md_export.prune.inputs import calibration_unet_inputs, distill_inputs
+
+    preset = get_preset(TINY)
+    build_calibration(preset, tmp_path / "calib", CalibrationSettings(num_prompts=2, steps=2, photos=1))
+    everything = calibration_unet_inputs(tmp_path / "calib", preset)  # 2 prompts x 2 steps x (uncond, cond)
+    split = distill_inputs(preset, tmp_path / "calib", count=2)
+    assert [len(part[0]) for part in (split.train, split.validation, split.evaluation)] == [4, 2, 2]
+
+    def rows(part):  # a guided step's two rows share latent and timestep, not the text embedding
+        return {tuple(torch.cat([latent.flatten(), t.view(1), text.flatten()]).tolist())
+                for latent, t, text in zip(*part)}
+
+    assert len(rows(split.train) | rows(split.validation) | rows(split.evaluation)) == len(rows(everything)) == 8
+    with pytest.raises(PruneError, match="needs more to train on"):
+        distill_inputs(preset, tmp_path / "calib", count=4)
+    prune_preset(preset, "channels", 0.3, tmp_path / "pruned", calibration=tmp_path / "calib")
+    report = distill_preset(TINY, tmp_path / "pruned", tmp_path / "distilled", DistillSettings(steps=2),
+                            calibration=tmp_path / "calib", image_prompts=0)
+    assert report["held_out"].startswith("2 evaluation + 2 validation calibration rows")
+    assert "image_psnr_db" not in report["stages"][1]  # image parity off
