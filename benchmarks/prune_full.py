@@ -77,8 +77,9 @@ def main() -> None:
     variants = [(method, amount) for method in ("magnitude", "channels", "heads", "blocks")
                 for amount in _floats(getattr(args, method))]
     teacher_onnx = out / "teacher-onnx"
-    log(f"teacher {teacher_name}: export UNet to ONNX")
-    export_preset(preset, ["unet"], ["onnx"], ["fp32"], teacher_onnx, checkpoint_dir=args.checkpoint_dir)
+    if not (args.retime and (teacher_onnx / "manifest.json").exists()):  # --retime reuses the teacher's export
+        log(f"teacher {teacher_name}: export UNet to ONNX")
+        export_preset(preset, ["unet"], ["onnx"], ["fp32"], teacher_onnx, checkpoint_dir=args.checkpoint_dir)
 
     def fidelity_of(model: str | Path, checkpoint_dir: str | None = None) -> float | None:
         """Fraction of the prompts' attributes (colour, shape, position, digit) the pictures get right."""
