@@ -34,10 +34,10 @@ def main() -> None:
     from md_export.export import export_preset
     from md_export.export.manifest import write_text_atomic
     from md_export.prune.distill import STATE_FILE, DistillSettings
-
-    from .paired import paired_unet_p50_ms
     from md_export.prune.workflow import distill_preset, prune_preset
     from models import get_preset
+
+    from .paired import paired_unet_p50_ms
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="mobilediffusion")

@@ -143,7 +143,8 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
         manifest = {
             "preset": preset.name, "resolution": resolution, "num_prompts": settings.num_prompts,
             "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
-            "weights": sources, "prompts_file": settings.prompts_file, "prompts": chosen, "photos": list(PHOTOS[: settings.photos]),
+            "weights": sources, "prompts_file": settings.prompts_file, "prompts": chosen,
+            "photos": list(PHOTOS[: settings.photos]),
             "samples": {component: int(next(iter(arrays.values())).shape[0]) for component, arrays in shards.items()},
             "files": {component: f"{component}.safetensors" for component in shards},
         }

@@ -5,8 +5,7 @@ and every transformer block (each is a residual update of the token stream). Imp
 candidate = relative change of the UNet output when that one block is skipped, on calibration
 inputs (or seeded random ones): ||y_skip - y||^2 / ||y||^2. The least important `count` go.
 The result is a plain UNetConfig (skipped_resnets, transformer_depths, ffn_inner_dims,
-attention_heads), so the
-model saves, reloads and exports like any preset.
+attention_heads), so the model saves, reloads and exports like any preset.
 """
 
 from __future__ import annotations

@@ -55,6 +55,10 @@ def ranking_inputs(preset: Preset, calibration: str | Path | None, count: int = 
 
 
 UNetInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# Parity inputs (EVAL_SEED) and best-checkpoint inputs (VALIDATION_SEED) are held out from training
+# and from each other.
+EVAL_SEED = 4242
+VALIDATION_SEED = 4343
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class DistillInputs:
     evaluation: UNetInputs  # parity to the teacher (before / after) is reported on these
 
 
-def distill_inputs(preset: Preset, calibration: str | Path | None, count: int = 2, evaluation_seed: int = 4242,
-                   validation_seed: int = 4343) -> DistillInputs:
+def distill_inputs(preset: Preset, calibration: str | Path | None, count: int = 2,
+                   evaluation_seed: int = EVAL_SEED, validation_seed: int = VALIDATION_SEED) -> DistillInputs:
     """With calibration, `count` rows each are held out for evaluation and validation (a seeded
     split) and never trained on; without it, both are seeded noise the training batches never draw."""
     if calibration is None:

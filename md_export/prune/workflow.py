@@ -21,21 +21,13 @@ from .channels import channel_prune
 from .distill import DistillSettings, Progress, distill
 from .errors import PruneError
 from .heads import head_prune
-from .inputs import DistillInputs, distill_inputs, ranking_inputs
+from .inputs import EVAL_SEED, VALIDATION_SEED, distill_inputs, ranking_inputs
 from .magnitude import magnitude_prune
 from .report import ImageProbe, markdown_table, parity_to_teacher, stage_row
 
 METHODS = ("magnitude", "channels", "heads", "blocks")
 PRUNE_REPORT = "prune_report.json"
 DISTILL_REPORT = "distill_report.json"
-# Parity inputs (EVAL_SEED) and best-checkpoint inputs (VALIDATION_SEED) are held out from training
-# and from each other (md_export.prune.inputs.distill_inputs).
-EVAL_SEED = 4242
-VALIDATION_SEED = 4343
-
-
-def held_out(preset: Preset, calibration: str | Path | None) -> DistillInputs:
-    return distill_inputs(preset, calibration, count=2, evaluation_seed=EVAL_SEED, validation_seed=VALIDATION_SEED)
 
 
 def display_name(preset: Preset) -> str:
@@ -68,7 +60,7 @@ def prune_preset(preset: Preset, method: str, amount: float, out: str | Path, ch
     name = f"{display_name(preset)}-{method}-{amount:g}"
     pruned_preset = dataclasses.replace(preset, name=name, unet=pruned.config,
                                         description=f"{preset.description}; {method} pruning {amount:g}")
-    evaluation = held_out(preset, calibration).evaluation
+    evaluation = distill_inputs(preset, calibration).evaluation
     report = {
         "method": method, "amount": amount, "source_preset": preset.name,
         "source_checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
@@ -104,7 +96,7 @@ def distill_preset(teacher_ref: str, student_dir: str | Path, out: str | Path, s
     teacher = load_module(teacher_preset, "unet", teacher_checkpoint, seed).module
     modules = load_all(student_preset, None, 0)
     student = modules["unet"]
-    inputs = held_out(student_preset, calibration)
+    inputs = distill_inputs(student_preset, calibration)
     evaluation = inputs.evaluation
     timing = component_example_inputs(student_preset, "unet")
     probe = (ImageProbe(student_preset, modules["text_encoder"], modules["vae_decoder"], teacher,
