@@ -1,35 +1,46 @@
-"""This host's GEMM peak, measured (not looked up): an N^3 fp32 MatMul and an int8 MatMulInteger
-(uint8 x int8 -> int32, the path onnxruntime's int8 kernels use) through onnxruntime, the best of
-a few runs: a peak is what the machine can do, and on a shared machine the median would fold other
-processes' load into it. Components report their achieved GFLOP/s as a fraction of these.
+"""This host's GEMM peak, measured (not looked up), with the theoretical FMA peak beside it.
+
+The probe is an N^3 fp32 MatMul and an int8 MatMulInteger (uint8 x int8 -> int32, the path
+onnxruntime's int8 kernels use) through onnxruntime, best of a few runs: a peak is what the machine
+can do, and on a shared machine the median would fold other processes' load into it.
+
+B is an initializer, as a model holds its weights: onnxruntime pre-packs constant weights, and
+with B as a graph input the int8 probe read 98 GOP/s where the pre-packed one read 153 on the same
+Zen 3 host in the same run, so models "beat" the wrong peak (DESIGN.md section 3). Components
+report achieved GFLOP/s as a fraction of these; a fraction above 1 means the probe is wrong.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def _gemm_model(kind: str, n: int):
+def gemm_model(kind: str, n: int, seed: int = 0):
+    """The probe: A (activations) is the graph input, B (weights) an initializer."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
+    rng = np.random.default_rng(seed)
     if kind == "fp32":
         a = helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])
-        b = helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])
+        b = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "B")
         y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])
         node = helper.make_node("MatMul", ["A", "B"], ["Y"])
     else:
         a = helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])
-        b = helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])
+        b = numpy_helper.from_array(rng.integers(-127, 127, (n, n), dtype=np.int8), "B")
         y = helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])
         node = helper.make_node("MatMulInteger", ["A", "B"], ["Y"])
-    graph = helper.make_graph([node], f"gemm_{kind}", [a, b], [y])
+    graph = helper.make_graph([node], f"gemm_{kind}", [a], [y], initializer=[b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return model
 
 
 def gemm_throughput(kind: str, n: int = 2048, threads: int = 0, runs: int = 8, warmup: int = 2) -> float:
@@ -39,12 +50,13 @@ def gemm_throughput(kind: str, n: int = 2048, threads: int = 0, runs: int = 8, w
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(_gemm_model(kind, n), options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
+    session = ort.InferenceSession(gemm_model(kind, n).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
     if kind == "fp32":
-        feeds = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
+        feeds = {"A": rng.standard_normal((n, n), dtype=np.float32)}
     else:
-        feeds = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8), "B": rng.integers(-127, 127, (n, n), dtype=np.int8)}
+        feeds = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8)}
     for _ in range(warmup):
         session.run(None, feeds)
     samples = []
@@ -55,13 +67,79 @@ def gemm_throughput(kind: str, n: int = 2048, threads: int = 0, runs: int = 8, w
     return 2.0 * n ** 3 / min(samples) / 1e9
 
 
+# Per core per cycle, assuming two vector FMA ports (every AVX2 and AVX-512 server core of the
+# last decade: Zen 2-5, Skylake-SP to Sapphire Rapids; some low-end Xeons have one AVX-512 port).
+# fp32: 2 ports x lanes x 2 (multiply + add). int8: VNNI vpdpbusd does 4 u8 x s8 products per
+# 32-bit lane (x2 for multiply + add); without VNNI, vpmaddubsw + vpmaddwd + vpaddd take about
+# three instructions for the same work, a third of that. AMX (Sapphire Rapids and later): one
+# tile multiply unit of 1024 int8 MACs per cycle, which onnxruntime's int8 GEMM (MLAS) uses: on
+# such a host the int8/fp32 probe ratio read 15 where a VNNI-only part reads about 3.4.
+def _per_cycle(flags: set[str]) -> tuple[int, int, str]:
+    width = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
+    lanes = width // 32
+    fp32 = 2 * lanes * 2
+    vnni = "avx512_vnni" in flags if width == 512 else "avx_vnni" in flags
+    int8 = 2 * lanes * 4 * 2 if vnni else 2 * lanes * 4 * 2 // 3
+    isa = f"{'AVX-512' if width == 512 else 'AVX2' if width == 256 else 'SSE'}{' VNNI' if vnni else ''}"
+    if "amx_int8" in flags:
+        int8, isa = 1024 * 2, isa + " + AMX-INT8"
+    return fp32, int8, isa
+
+
+def _cpu_facts() -> dict | None:
+    """Flags, physical cores available to this process and the clock, from /proc/cpuinfo (Linux)."""
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        return None
+    text = info.read_text()
+    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M)]
+    cores = {(p, c) for p, c in re.findall(r"^physical id\s*:\s*(\d+)\n(?:.*\n)*?core id\s*:\s*(\d+)", text, re.M)}
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    siblings = re.search(r"^siblings\s*:\s*(\d+)", text, re.M)
+    per_core = re.search(r"^cpu cores\s*:\s*(\d+)", text, re.M)
+    threads_per_core = (int(siblings.group(1)) // int(per_core.group(1))) if siblings and per_core else 1
+    physical = max(1, min(len(cores) or available, available // max(1, threads_per_core)))
+    name = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
+    return {"flags": flags, "ghz": max(mhz) / 1e3 if mhz else None, "cores": physical,
+            "model": name.group(1).strip() if name else "unknown"}
+
+
+def theoretical_peak(threads: int = 0) -> dict | None:
+    """fp32 and int8 FMA peaks from the CPU's flags and clock; None where they cannot be read."""
+    facts = _cpu_facts()
+    if not facts or not facts["ghz"]:
+        return None
+    fp32, int8, isa = _per_cycle(facts["flags"])
+    cores = min(facts["cores"], threads) if threads > 0 else facts["cores"]
+    return {"fp32_gflops": round(cores * facts["ghz"] * fp32, 1), "int8_gops": round(cores * facts["ghz"] * int8, 1),
+            "cores": cores, "ghz": round(facts["ghz"], 3), "isa": isa, "cpu": facts["model"],
+            "assumption": "2 vector FMA ports per core (1 AMX tile unit for int8 where present), the clock /proc/cpuinfo reports"}
+
+
 def measure_machine_peak(threads: int = 0, n: int = 2048) -> dict:
     import onnxruntime as ort
 
+    fp32 = gemm_throughput("fp32", n, threads)
+    int8 = gemm_throughput("int8", n, threads)
     return {
-        "fp32_gflops": round(gemm_throughput("fp32", n, threads), 1),
-        "int8_gops": round(gemm_throughput("int8", n, threads), 1),
-        "method": f"onnxruntime {ort.__version__} CPU, {n}^3 MatMul (fp32) / MatMulInteger (u8 x s8), best of 8",
+        "fp32_gflops": round(fp32, 1),
+        "int8_gops": round(int8, 1),
+        "int8_over_fp32": round(int8 / fp32, 2),  # the ceiling of an int8 artifact's speedup here
+        "method": f"onnxruntime {ort.__version__} CPU, {n}^3 MatMul (fp32) / MatMulInteger (u8 x s8), "
+                  "B as an initializer (pre-packed, as a model's weights), best of 8",
         "gemm_size": n,
         "threads": threads,
+        "theoretical": theoretical_peak(threads),
     }
+
+
+def describe_peak(peak: dict) -> str:
+    """One line for reports: measured peaks, their ratio, and the theoretical FMA peak beside them."""
+    text = (f"fp32 {peak['fp32_gflops']:.0f} GFLOP/s, int8 {peak['int8_gops']:.0f} GOP/s measured"
+            + (f" (int8/fp32 {peak['int8_over_fp32']:.2f})" if peak.get("int8_over_fp32") else ""))
+    theory = peak.get("theoretical")
+    if theory:
+        text += (f"; theoretical fp32 {theory['fp32_gflops']:.0f} GFLOP/s, int8 {theory['int8_gops']:.0f} GOP/s "
+                 f"({theory['cores']} cores x {theory['ghz']} GHz, {theory['isa']})")
+    return text

@@ -88,7 +88,9 @@ def paper_markdown(table: dict, result: dict) -> str:
     lines = [f"## {table['preset']} at {table['resolution']}x{table['resolution']} on {result['device']['cpu']} "
              f"({result['settings']['threads']} threads)", ""]
     if peak:
-        lines += [f"Machine peak (measured): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, int8 {peak['int8_gops']:.0f} GOP/s.", ""]
+        from .machine_peak import describe_peak
+
+        lines += [f"Machine peak: {describe_peak(peak)}.", ""]
     lines.append("| component | params (M) | GFLOPs | " + " | ".join(f"{c} p50 ms (% peak)" for c in columns) + " |")
     lines.append("|---|---:|---:|" + "---:|" * len(columns))
     for row in table["rows"]:

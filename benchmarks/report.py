@@ -39,8 +39,9 @@ def markdown_table(result: dict) -> str:
     ]
     peak = result.get("machine_peak")
     if peak:
-        lines += [f"Machine peak: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, int8 {peak['int8_gops']:.0f} GOP/s "
-                  f"({peak.get('method', '')}).", ""]
+        from .machine_peak import describe_peak
+
+        lines += [f"Machine peak: {describe_peak(peak)} ({peak.get('method', '')}).", ""]
     header = ("item", "runtime", "precision", "threads", "init ms", "first ms", "p50 ms", "mean ± std ms",
               "p90 ms", "p99 ms", "GFLOP/s", "% of peak", "peak RSS MB")
     lines.append("| " + " | ".join(header) + " |")
