@@ -277,12 +277,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .quantize.driver import quantize_directory
+    from .quantize.driver import quantize_directory, quantize_summary
 
     console = Console(stderr=True)
     start = time.perf_counter()
     entries = quantize_directory(args.artifacts, args.recipe, args.out, args.calibration, args.target_psnr,
-                                 progress=lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}"))
+                                 progress=lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}"),
+                                 speed_runs=args.speed_runs)
     for entry in dict((e["file"], e) for e in entries).values():
         source_size = entry["size_bytes"]
         line = f"{entry['file']}: {source_size / 1e6:.2f} MB ({entry['recipe']}, from {entry['quantized_from']})"
@@ -292,6 +293,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                      f"{fb['plain_psnr_db']:.1f} -> {fb['final_psnr_db']:.1f} dB with {len(fb['float_blocks'])} "
                      f"block(s) float: {', '.join(fb['float_blocks']) or 'none'}")
         print(line)
+        print(f"  {entry['component']}: {quantize_summary(entry)}")
     print(f"wrote {args.out}/manifest.json; check with: md-export parity {args.out}")
     return 0
 
@@ -392,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--target-psnr", type=float, default=None,
                           help="keep the most sensitive blocks float until the output PSNR reaches this (dB)")
     quantize.add_argument("--out", required=True)
+    quantize.add_argument("--speed-runs", type=int, default=3,
+                          help="alternating timed calls against the float source (default 3; 0 skips the speed check)")
     quantize.set_defaults(func=cmd_quantize)
 
     from benchmarks.cli import register as register_bench

@@ -122,7 +122,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     if recipes:
         from calibration.builders import CalibrationSettings, build_calibration
 
-        from .quantize.driver import quantize_directory
+        from .quantize.driver import quantize_directory, quantize_summary
 
         stage("calibration")
         build_calibration(preset, out / "calibration",
@@ -151,7 +151,9 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             report["quantized"][recipe] = {
                 "passed": result.passed,
                 "artifacts": [{"file": e["file"], "size_bytes": e["size_bytes"],
-                               "quantize_seconds": e["quantize_seconds"]} for e in entries],
+                               "quantize_seconds": e["quantize_seconds"], "kernels": e.get("kernels"),
+                               "speed_vs_source": e.get("speed_vs_source"), "summary": quantize_summary(e)}
+                              for e in entries],
                 "parity": result.as_dict(),
             }
             quantized_markdown += markdown(result).replace("# Parity", f"## Parity of {recipe}", 1)
@@ -219,15 +221,18 @@ def render(report: dict, parity_markdown: str) -> str:
         name = a["file"] + (f" [{a['signature']}]" if a.get("signature") else "")
         lines.append(f"| {name} | {a['format']} | {a['precision']} | {a['size_bytes'] / 1e6:.1f} | {a['export_seconds']:.1f} |")
     if report.get("quantized"):
-        lines += ["", "## Quantized (one recipe per format)", "", "| recipe | artifact | size MB | parity |",
-                  "| --- | --- | ---: | --- |"]
+        lines += ["", "## Quantized (one recipe per format)", "",
+                  "What the runtime runs (quantized kernels / all, in its optimized graph) and the speed "
+                  "against the float source, timed in alternation on this host.", "",
+                  "| recipe | artifact | size MB | runtime kernels and speed | parity |", "| --- | --- | ---: | --- | --- |"]
         for recipe, data in report["quantized"].items():
             if data.get("error"):
-                lines.append(f"| {recipe} | - | - | FAILED: {data['error']} |")
+                lines.append(f"| {recipe} | - | - | - | FAILED: {data['error']} |")
                 continue
             statuses = {a["file"]: a["status"] for a in data["parity"]["artifacts"]}
             for a in data["artifacts"]:
-                lines.append(f"| {recipe} | {a['file']} | {a['size_bytes'] / 1e6:.1f} | {statuses.get(a['file'], '')} |")
+                lines.append(f"| {recipe} | {a['file']} | {a['size_bytes'] / 1e6:.1f} | {a.get('summary', '')} | "
+                             f"{statuses.get(a['file'], '')} |")
     for name, files in report.get("benchmark", {}).items():
         lines += ["", f"## Benchmark: {name}", "", f"![latency]({files['chart']})", ""]
         bench_md = Path(report["out"]) / files["markdown"]

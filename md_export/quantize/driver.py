@@ -6,7 +6,10 @@
      the PyTorch module rebuilt from the manifest's source, calibrated in torch, converted again)
   4. references: the export's seeded PyTorch references, plus real calibration inputs with the
      fp32 artifact's outputs (itself within the fp32 gate of PyTorch)
-  5. manifest entries with the recipe's tolerances; staged, then moved into --out
+  5. what the runtime really runs: quantized kernels vs float ops in the runtime's optimized graph
+     (kernels.py), and the artifact's latency against its float source, timed in alternation
+     (speed.py): a quantized artifact slower than its source is reported as such
+  6. manifest entries with the recipe's tolerances; staged, then moved into --out
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from ..export.manifest import (MANIFEST, merge_entries, read_manifest, sha256_of
 from ..parity import load_reference
 from ..runtimes import open_artifact
 from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
+from .kernels import kernel_report
 from .recipes import Recipe, get_recipe
 from .sensitivity import static_with_fallback
+from .speed import SPEED_RUNS, paired_speed
 
 Progress = Callable[[str], None]
 
@@ -60,8 +65,13 @@ def _feeds(calibration: Path | None, entry: dict, limit: int | None = None) -> l
 
 
 def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path, calibration: str | Path | None = None,
-                       target_psnr: float | None = None, progress: Progress | None = None) -> list[dict]:
+                       target_psnr: float | None = None, progress: Progress | None = None,
+                       speed_runs: int = SPEED_RUNS) -> list[dict]:
+    """`speed_runs`: alternating timed calls of each artifact against its float source (0: skip
+    the speed check; the manifest then says it was skipped)."""
     recipe = get_recipe(recipe_name)
+    if speed_runs < 0:
+        raise BadArgumentError(f"--speed-runs must be >= 0, got {speed_runs}")
     progress = progress or (lambda message: None)
     artifacts, out = Path(artifacts), Path(out)
     calibration = Path(calibration) if calibration else None
@@ -82,6 +92,7 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
         for file in dict.fromkeys(e["file"] for e in sources):  # LiteRT: one file, several signatures
             group = [e for e in sources if e["file"] == file]
             entries += _quantize_file(recipe, artifacts, group, staging, calibration, target_psnr, progress)
+            _inspect(entries[-len(group):], artifacts, group[0], staging, speed_runs, progress)
         progress("writing manifest")
         for file in sorted({e["file"] for e in entries}):
             replace_path(staging / file, out / file)
@@ -103,6 +114,28 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
         raise BadArgumentError(str(exc)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _inspect(entries: list[dict], artifacts: Path, source: dict, staging: Path, speed_runs: int,
+             progress: Progress) -> None:
+    """Kernel counts and the speed check, recorded on every entry of one file."""
+    first = entries[0]
+    report = kernel_report(staging / first["file"], first["format"])
+    if report is not None:
+        progress(f"{first['component']}: {report.summary()}")
+    if first["format"] == "coreml":
+        speed = {"skipped": "Core ML packages run on macOS only: time them with md-export bench run --device mac"}
+    elif speed_runs == 0:
+        speed = {"skipped": "--speed-runs 0"}
+    else:
+        progress(f"{first['component']}: timing against {source['file']}")
+        feeds, _ = load_reference(artifacts, source)
+        check = paired_speed(artifacts, source, staging, first, feeds, speed_runs)
+        progress(f"{first['component']}: {check.describe()}")
+        speed = check.as_dict()
+    for entry in entries:
+        entry["kernels"] = report.as_dict() if report is not None else None
+        entry["speed_vs_source"] = speed
 
 
 def _fallback_recipes() -> list[str]:
@@ -228,3 +261,19 @@ def _real_reference(artifacts: Path, entry: dict, calibration: Path, staging: Pa
     (staging / "reference").mkdir(exist_ok=True)
     np.savez(staging / relative, **arrays)
     return relative
+
+
+def quantize_summary(entry: dict) -> str:
+    """One line: the kernels the runtime runs and the speed against the float source."""
+    parts = []
+    if entry.get("kernels"):
+        from .kernels import KernelReport
+
+        parts.append(KernelReport(**entry["kernels"]).summary())
+    speed = entry.get("speed_vs_source") or {}
+    if "speedup" in speed:
+        verdict = "SLOWER than its float source" if speed["slower"] else "vs its float source"
+        parts.append(f"{speed['speedup']:.2f}x {verdict} ({speed['p50_ms']:.1f} vs {speed['source_p50_ms']:.1f} ms)")
+    elif speed.get("skipped"):
+        parts.append(f"speed not checked: {speed['skipped']}")
+    return "; ".join(parts)

@@ -2,8 +2,13 @@
 
 - onnx-dynamic-int8: int8 weights, activations quantized at run time per tensor. No calibration.
   Pick it when you have no calibration data; it speeds MatMul-heavy graphs (text encoder) most.
-- onnx-static-int8: QDQ, int8 per-channel weights + int8 activations with ranges calibrated on
-  real sampler inputs (W8A8). The fastest CPU recipe (VNNI); the one that needs the fallback loop.
+- onnx-static-int8: QDQ, int8 symmetric per-channel weights + uint8 asymmetric activations with
+  ranges calibrated on real sampler inputs (W8A8, the U8S8 layout of onnxruntime's x86/ARM int8
+  kernels). The fastest CPU recipe; the one that needs the fallback loop.
+- onnx-static-int8-symmetric: the same with signed symmetric int8 activations (S8S8), the layout
+  NPU delegates (QNN HTP, many NPUs) require. On x86 onnxruntime it leaves Convs after a ReLU
+  unfused (16 of 41 on a conv+ReLU decoder) and runs slower than fp32: a target recipe, not a
+  CPU one.
 - onnx-w8a16: QDQ, int8 weights + int16 activations (com.microsoft Q/DQ): near-fp quality where
   int8 activations lose too much, at int8 weight size.
 - onnx-fp16: fp16 weights and compute, fp32 I/O; nodes whose values overflow fp16 on the scanned
@@ -60,17 +65,33 @@ def dynamic_int8(fp32_path: Path, out: Path, feeds=None, nodes_to_exclude=None) 
     return out
 
 
+# Activation layouts: (onnxruntime QuantType name, symmetric). Weights are always int8 symmetric
+# per-channel. uint8 asymmetric is what onnxruntime's fused CPU kernels (QLinearConv, QLinearMatMul,
+# QGemm, MatMulIntegerToFloat) take: measured on mobilediffusion-taesd-tiny, signed symmetric
+# activations fused 22 of 35 decoder Convs and 63 of 75 UNet Convs (UNet 20-26 dB); uint8 fused
+# all of them (UNet 38 dB, decoder 62 dB), since after a ReLU a symmetric range wastes half its codes.
+ACTIVATION_LAYOUTS = {"uint8": ("QUInt8", False), "int8-symmetric": ("QInt8", True), "int16": ("QInt16", True)}
+# The outputs of MatMul/Gemm stay float (DequantizeLinear -> MatMul -> float fuses into
+# MatMulIntegerToFloat / QGemm with float output): one QuantizeLinear-DequantizeLinear pair fewer
+# per projection (UNet-tiny: 197 Q/DQ left instead of 253, same PSNR). A Conv keeps its output Q,
+# which onnxruntime needs to fuse it into QLinearConv.
+FLOAT_OUTPUT_OPS = ["MatMul", "Gemm"]
+
+
 def static_int8(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path | None = None,
-                activation_type: str = "int8", preprocessed: bool = False) -> Path:
+                activation_type: str = "uint8", preprocessed: bool = False) -> Path:
     """`preprocessed`: `fp32_path` already went through `preprocess` (node names in
-    `nodes_to_exclude` must be the preprocessed graph's)."""
+    `nodes_to_exclude` must be the preprocessed graph's). `activation_type`: a key of ACTIVATION_LAYOUTS."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    activation = {"int8": QuantType.QInt8, "int16": QuantType.QInt16}[activation_type]
+    quant_type, symmetric = ACTIVATION_LAYOUTS[activation_type]
+    activation = getattr(QuantType, quant_type)
     # The compute-heavy ops (and embeddings) only: the same accuracy as quantizing every op on the tiny UNet
     # (19-26 dB either way), a smaller file, and about half the time in onnxruntime's QDQ pass,
     # which grows quadratically with the number of Q/DQ pairs it inserts.
-    extra = {"ActivationSymmetric": activation_type == "int8", "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if activation_type == "uint8":
+        extra["OpTypesToExcludeOutputQuantization"] = FLOAT_OUTPUT_OPS
     if activation_type == "int16":
         extra["UseQDQContribOps"] = True  # int16 Q/DQ are com.microsoft ops in onnxruntime
     with tempfile.TemporaryDirectory() as work, quiet():
@@ -82,6 +103,11 @@ def static_int8(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache:
                         calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
                         calibration_cache_path=str(cache) if cache else None)
     return out
+
+
+def static_int8_symmetric(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path | None = None,
+                          preprocessed: bool = False) -> Path:
+    return static_int8(fp32_path, out, feeds, nodes_to_exclude, cache, "int8-symmetric", preprocessed)
 
 
 def w8a16(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path | None = None,

@@ -54,8 +54,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("onnx-dynamic-int8", "onnx", "dynamic_int8", "int8-dynamic", False,
            "int8 weights, activations quantized at run time; no calibration", _table(_INT8_DYNAMIC, "int8-dynamic")),
     Recipe("onnx-static-int8", "onnx", "static_int8", "int8-static", True,
-           "QDQ W8A8, per-channel weights, calibrated activations; fastest on CPU; --target-psnr fallback",
+           "QDQ W8A8: int8 per-channel weights, uint8 calibrated activations (the layout onnxruntime's CPU "
+           "kernels fuse); fastest on CPU; --target-psnr fallback",
            _table(_INT8_ACTIVATIONS, "int8-static"), fallback=True),
+    # Signed symmetric activations: what NPU delegates (QNN HTP and others) take. Not for x86
+    # onnxruntime, where Convs after a ReLU stay unfused and the artifact runs slower than fp32.
+    Recipe("onnx-static-int8-symmetric", "onnx", "static_int8_symmetric", "int8-static-s8", True,
+           "QDQ W8A8 with signed symmetric int8 activations, for NPU targets (QNN); slow on x86 CPUs",
+           _table(_INT8_ACTIVATIONS, "int8-static-s8"), fallback=True),
     Recipe("onnx-w8a16", "onnx", "w8a16", "w8a16", True,
            "QDQ int8 weights + int16 activations; near-fp quality at int8 weight size", _table(_WIDE, "w8a16")),
     Recipe("onnx-fp16", "onnx", "fp16", "fp16", False, "fp16 weights and compute, fp32 I/O; fp16 overflow check",

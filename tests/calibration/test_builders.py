@@ -30,9 +30,22 @@ def test_shards_hold_real_sampler_inputs(calibration_dir):
     assert unet["latent"].shape == (12, 4, 8, 8) and unet["text_emb"].shape == (12, 77, 64)
     assert sorted(set(unet["timestep"].tolist())) == [1.0, 501.0]
     assert load_file(str(calibration_dir / "text_encoder.safetensors"))["input_ids"].shape == (4, 77)  # + ""
-    # final latents of the 3 runs + the 6 scikit-image photos through the VAE encoder
-    assert load_file(str(calibration_dir / "vae_decoder.safetensors"))["latent"].shape == (9, 4, 8, 8)
-    assert manifest["samples"] == {"text_encoder": 4, "unet": 12, "vae_decoder": 9}
+    # final latents of the 3 runs; the 6 photos through the random-weight VAE encoder land 100x
+    # narrower than the sampler's latents, so they are left out of the decoder's set, and said so
+    assert load_file(str(calibration_dir / "vae_decoder.safetensors"))["latent"].shape == (3, 4, 8, 8)
+    assert manifest["samples"] == {"text_encoder": 4, "unet": 12, "vae_decoder": 3}
+    note = manifest["photo_latents"]
+    assert not note["used_for_vae_decoder"] and note["sampler_over_photo_std"] > 10 and "left out" in note["reason"]
+
+
+def test_photos_calibrate_the_decoder_when_the_encoder_matches_the_latent_space(tmp_path):
+    # the shipped trained micro weights: photo latents within 2x of the sampler's (measured 1.5-1.8)
+    build_calibration(get_preset("mobilediffusion-micro"), tmp_path / "c",
+                      CalibrationSettings(num_prompts=1, steps=1, photos=2))
+    manifest = json.loads((tmp_path / "c" / "calibration.json").read_text())
+    assert manifest["photo_latents"]["used_for_vae_decoder"]
+    assert 0.5 < manifest["photo_latents"]["sampler_over_photo_std"] < 3
+    assert manifest["samples"]["vae_decoder"] == 1 + 2
 
 
 def test_same_seed_same_data(calibration_dir, tmp_path):

@@ -31,7 +31,8 @@ def test_fallback_reaches_a_target_plain_int8_misses(tmp_path):
     export_model(OutlierChannel(), {"x": torch.randn(1, 4, 16, 16)}, formats=["onnx"], out_dir=tmp_path)
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.standard_normal((1, 4, 16, 16)).astype(np.float32)} for _ in range(8)]
-    target = 40.0
+    # uint8 activations: plain 42.9 dB, conv2 float 46.8, conv2 + conv1 float 51.2 (measured)
+    target = 48.0
     result = static_with_fallback(tmp_path / "model.fp32.onnx", tmp_path / "q.onnx", feeds, feeds, target)
     assert result.plain_psnr_db < target  # plain static int8 misses
     assert result.reached and result.final_psnr_db >= target
