@@ -6,6 +6,7 @@
     md-export bench compare A.json B.json [--threshold 0.10] [--metric p50]
     md-export bench paper --out DIR
     md-export bench crosscheck DIR/unet.fp32.tflite
+    md-export bench profile DIR/unet_512.fp32.onnx [--runs 5] [--depth 2] [--json OUT] [--chart OUT.png]
 
 `register(subparsers)` adds `bench` to md-export's parser; every sub-subcommand sets `func`.
 """
@@ -217,6 +218,12 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     return run_crosscheck(args)
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profile import run_profile
+
+    return run_profile(args)
+
+
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the result JSON here")
     parser.add_argument("--markdown", metavar="OUT", help="write the Markdown table here")
@@ -294,4 +301,19 @@ def register(subparsers) -> argparse.ArgumentParser:
     cross.add_argument("--no-progress", action="store_true")
     _add_outputs(cross)
     cross.set_defaults(func=cmd_crosscheck)
+
+    prof = sub.add_parser("profile", help="kernel time per op type and per PyTorch module of one .onnx / .tflite")
+    prof.add_argument("artifact", metavar="ARTIFACT", help="one .onnx or .tflite file")
+    prof.add_argument("--runs", type=int, default=5, help="timed runs (default 5)")
+    prof.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    prof.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: all cores)")
+    prof.add_argument("--top", type=int, default=15, help="rows per table and chart panel (default 15)")
+    prof.add_argument("--depth", type=int, default=2,
+                      help="module path parts of the grouped view (default 2: down_blocks.1)")
+    prof.add_argument("--seed", type=int, default=0, help="seed of random inputs when there are no reference ones")
+    prof.add_argument("--binary", help="LiteRT: TFLite benchmark_model to run (default: benchmark_model on PATH)")
+    prof.add_argument("--json", metavar="OUT", help="write the result JSON here")
+    prof.add_argument("--markdown", metavar="OUT", help="write the Markdown tables here")
+    prof.add_argument("--chart", metavar="OUT", help="write a PNG chart (top modules and op types) here")
+    prof.set_defaults(func=cmd_profile)
     return bench
