@@ -3,12 +3,21 @@
 Multi-resolution: one `.tflite` file with one signature per resolution (`unet_512`, `unet_768`);
 litert-torch shares the weights between signatures. Token ids: LiteRT has no int64 kernels on
 phones, the converter makes `input_ids` int32 and the runner casts.
+
+Convolutions whose fp32 kernel is over 32 MiB are emitted as output-channel groups (see
+`split_large_convs`) so that AI Edge Quantizer can quantize them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import types
 from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
 
 from .quiet import quiet
 from .types import ExportError, ExportTarget, Tolerance, ToleranceTable
@@ -61,12 +70,62 @@ def runtime_names(path: Path, signature: str, target: ExportTarget) -> dict[str,
     return names | dict(zip(target.output_names, outputs))
 
 
+# AI Edge Quantizer 0.10 quantizes a constant over 32 MiB in chunks: it flattens the tensor to 2-D
+# but broadcasts the scales, kept at the tensor's rank, onto it, which numpy refuses ("input operand
+# has more dimensions than allowed by the axis remapping") for every conv kernel that large, so every
+# int8/int4 recipe fails on it (google-ai-edge/ai-edge-quantizer#472: an SD-1.5 UNet, nightly AEQ).
+# Ours: `mobilediffusion`'s 1024-wide upsampler conv (36 MiB), 15 convs of the ablation presets, 27
+# of `sd15`. Fully-connected weights are 2-D already and quantize fine.
+AEQ_CHUNKED_BYTES = 32 * 1024 * 1024
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _grouped_conv_forward(group: int):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        biases = [None] * -(-self.out_channels // group) if self.bias is None else self.bias.split(group)
+        return torch.cat([self._conv_forward(x, w, b) for w, b in zip(self.weight.split(group), biases)], dim=1)
+
+    return forward
+
+
+@contextlib.contextmanager
+def split_large_convs(modules: Iterable[nn.Module], limit: int = AEQ_CHUNKED_BYTES) -> Iterator[list[str]]:
+    """While converting, run each conv whose fp32 kernel is over `limit` bytes as convs over output
+    channel groups of at most `limit` bytes each, concatenated: the converter folds the weight
+    slices into one constant per group, each under the quantizer's chunking threshold.
+
+    Same numbers: an output channel is its own dot product whichever group it is in (PyTorch: equal
+    up to the kernels' summation order; bit-identical for the 1024-wide upsampler on x86), and
+    channelwise quantization (a scale per output channel) gives the same int8 kernel split or not.
+    Costs one CONCATENATION per split conv. The modules are restored on exit (their parameters and
+    state dicts are never touched). Yields the split convs' names."""
+    patched: dict[int, nn.Module] = {}
+    names = []
+    for module in modules:
+        for name, conv in module.named_modules():
+            # exact types: a subclass may have its own forward; grouped convs are small (depthwise)
+            if type(conv) not in _CONVS or conv.groups != 1 or id(conv) in patched:
+                continue
+            per_channel = conv.weight[0].numel() * 4  # bytes of one output channel in the fp32 file
+            if per_channel * conv.out_channels <= limit or per_channel > limit:  # fine / no split helps
+                continue
+            count = -(-conv.out_channels // (limit // per_channel))  # fewest groups, then even sizes
+            conv.forward = types.MethodType(_grouped_conv_forward(-(-conv.out_channels // count)), conv)
+            patched[id(conv)] = conv
+            names.append(name)
+    try:
+        yield names
+    finally:
+        for conv in patched.values():
+            del conv.forward  # back to the class's forward
+
+
 def convert(targets: list[ExportTarget], path: Path) -> dict[str, str]:
     """Convert one network at one or more shapes into one fp32 file. Returns target tag -> signature."""
     import litert_torch
 
     try:
-        with quiet():
+        with quiet(), split_large_convs(target.module for target in targets):
             converter = None
             for target in targets:
                 add = litert_torch.signature if converter is None else converter.signature
