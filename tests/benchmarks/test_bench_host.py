@@ -168,3 +168,14 @@ def test_unwritable_output_fails_before_measuring(tmp_path, cli, capsys):
                 "--chart", str(tmp_path / "missing" / "c.png")]) == 2
     captured = capsys.readouterr()
     assert "does not exist" in captured.err and captured.out == ""  # no table: nothing was measured
+
+
+def test_int8_speedup_is_held_against_the_probe_and_its_amdahl_bound():
+    from benchmarks.int8_speedup import hold_against
+
+    row = {"speedup": 2.0, "fp32_gemm_time_share": 0.9}
+    hold_against(row, 15.0)
+    # 90% of the time sped up 15x, 10% not: 1 / (0.1 + 0.06) = 6.25x at most
+    assert row["amdahl_bound"] == pytest.approx(6.25, abs=0.01)
+    assert row["share_of_probe_ratio"] == pytest.approx(2.0 / 15.0, abs=1e-3)
+    assert row["share_of_amdahl_bound"] == pytest.approx(0.32, abs=1e-3)

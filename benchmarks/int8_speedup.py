@@ -1,0 +1,190 @@
+"""Does int8 pay on this host? Each network's int8 speedup over its fp32 source, held against the
+int8/fp32 GEMM probe ratio measured in the same run, and int8 picture quality on trained weights.
+
+    python -m benchmarks.int8_speedup --artifacts out/md --calibration out/calib --out out/int8 \\
+        [--extra-artifacts out/taesd] [--micro-out out/micro] [--runs 5] [--json out/int8.json]
+
+Per fp32 ONNX network of each artifact directory (quantized with `--recipe` into `--out`, or
+reused from there):
+- p50 of fp32 and int8, timed in alternation (background load weighs on both alike), and the
+  speedup;
+- the probe ratio (int8 GOP/s / fp32 GFLOP/s of pre-packed GEMMs, measured before and after the
+  networks; the higher of the two reads is kept for each) and the speedup as a share of it;
+- the Amdahl bound: the fp32 profile's share of time in Conv/MatMul/Gemm, sped up by the probe
+  ratio, the rest not: 1 / ((1 - g) + g / ratio). On a host whose int8 GEMMs run 15x faster (AMX)
+  the float ops left (normalization, activations, Q/DQ) set the limit, not the GEMMs;
+- the kernels onnxruntime runs (quantized / all) from the quantize step.
+
+`--micro-out`: the trained `mobilediffusion-micro` weights exported, calibrated on training-split
+captions and quantized the same way; final-image PSNR of the int8 pipeline against the fp32 torch
+pipeline, and the fidelity gate (held-out prompts) against fp32 torch. Not a test: minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from md_export.export.manifest import read_manifest, write_json_atomic
+from md_export.parity import load_reference
+from md_export.quantize.driver import quantize_directory
+from md_export.runtimes import open_artifact
+
+from .machine_peak import describe_peak, measure_machine_peak
+from .profile import profile
+
+GEMM_OPS = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+
+
+def _quantized(artifacts: Path, target: Path, recipe: str, calibration: Path) -> Path:
+    if not (target / "manifest.json").exists():
+        quantize_directory(artifacts, recipe, target, calibration, progress=lambda m: print(f"  {m}", flush=True))
+    return target
+
+
+def paired_p50_ms(pairs: list[tuple[Path, dict]], runs: int) -> list[float]:
+    runners = []
+    for directory, entry in pairs:
+        runner = open_artifact(directory, entry)
+        feeds, _ = load_reference(directory, entry)
+        runner.run(feeds)  # first call: allocation, weight pre-packing
+        runners.append((runner, feeds))
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in range(runs):
+        for index, (runner, feeds) in enumerate(runners):
+            start = time.perf_counter()
+            runner.run(feeds)
+            samples[index].append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(s) for s in samples]
+
+
+def gemm_share(path: Path, runs: int) -> float:
+    """Share of the fp32 network's kernel time in Conv/MatMul/Gemm (onnxruntime's profiler)."""
+    result = profile(path, runs=runs, warmup=1)
+    return sum(row["share"] for row in result["by_op_type"] if row["op_type"] in GEMM_OPS)
+
+
+def hold_against(row: dict, ratio: float) -> None:
+    """The row's speedup against the probe ratio and the Amdahl bound that ratio implies."""
+    share = row["fp32_gemm_time_share"]
+    bound = 1.0 / ((1.0 - share) + share / ratio)
+    row.update({"probe_ratio": round(ratio, 2), "share_of_probe_ratio": round(row["speedup"] / ratio, 3),
+                "amdahl_bound": round(bound, 2), "share_of_amdahl_bound": round(row["speedup"] / bound, 3)})
+
+
+def measure_directory(artifacts: Path, quantized: Path, runs: int) -> list[dict]:
+    fp32 = {e["component"]: e for e in read_manifest(artifacts)["artifacts"]
+            if e["format"] == "onnx" and e["precision"] == "fp32"}
+    rows = []
+    for entry in read_manifest(quantized)["artifacts"]:
+        source = fp32[entry["component"]]
+        print(f"timing {entry['file']} against {source['file']}", flush=True)
+        fp32_ms, int8_ms = paired_p50_ms([(artifacts, source), (quantized, entry)], runs)
+        share = gemm_share(artifacts / source["file"], runs=1)
+        kernels = entry.get("kernels") or {}
+        rows.append({
+            "artifact": entry["file"], "component": entry["component"], "fp32_p50_ms": round(fp32_ms, 1),
+            "int8_p50_ms": round(int8_ms, 1), "speedup": round(fp32_ms / int8_ms, 2),
+            "fp32_gemm_time_share": round(share, 3),
+            "kernels": {c: f"{kernels['quantized'].get(c, 0)}/{n}" for c, n in kernels.get("total", {}).items()},
+            "qdq_left": kernels.get("qdq_left")})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def micro_quality(out: Path, recipe: str, prompts: int, seeds: int) -> dict:
+    """Trained micro weights: int8 pipeline image PSNR vs fp32 torch, and the fidelity gate."""
+    from calibration.builders import CalibrationSettings, build_calibration
+    from md_export.export import export_preset
+    from md_export.pipeline_parity import check_pipelines
+    from md_export.quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, measure,
+                                   quality_prompts, torch_generate)
+    from models import get_preset
+
+    preset = get_preset("mobilediffusion-micro")
+    if not (out / "fp" / "manifest.json").exists():
+        export_preset(preset, ["text_encoder", "unet", "vae_decoder"], ["onnx"], ["fp32"], out / "fp")
+    if not (out / "calib" / "calibration.json").exists():
+        captions = out / "train_captions.txt"
+        captions.write_text("\n".join(quality_prompts("train", 48)) + "\n")
+        build_calibration(preset, out / "calib", CalibrationSettings(num_prompts=48, steps=preset.default_steps,
+                                                                     prompts_file=str(captions)))
+    target = _quantized(out / "fp", out / recipe, recipe, out / "calib")
+    pipelines = check_pipelines(target, prompts=8, steps=preset.default_steps)
+    images = pipelines[0].as_dict()
+    held_out = quality_prompts("held-out", prompts)
+    seed_list = list(range(seeds))
+    sampling = SamplingSettings()
+    generate, source, _, checkpoint = artifact_generate(target, "onnx", None, sampling)
+    artifacts = measure(generate, held_out, seed_list, source)
+    reference_generate, reference_source = torch_generate(preset, checkpoint, sampling)
+    gate = GateResult(artifacts, measure(reference_generate, held_out, seed_list, reference_source), QUALITY_MARGIN)
+    return {"recipe": recipe, "image_psnr_db_min": images["min_image_psnr_db"],
+            "image_psnr_db_mean": round(sum(pipelines[0].image_psnr_db) / len(pipelines[0].image_psnr_db), 2),
+            "image_gate_passed": pipelines[0].passed,
+            "fidelity_int8": round(artifacts.fidelity, 4), "fidelity_fp32_torch": round(gate.reference.fidelity, 4),
+            "fidelity_gate_passed": gate.passed, "fidelity_margin": QUALITY_MARGIN, "pictures": artifacts.n}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Machine peak: {describe_peak(result['peak_before'])}.", "",
+             "| network | fp32 p50 ms | int8 p50 ms | speedup | probe ratio | share of probe | fp32 GEMM share "
+             "| Amdahl bound | share of bound | kernels quantized | Q/DQ left |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for row in result["rows"]:
+        kernels = ", ".join(f"{c} {v}" for c, v in row["kernels"].items())
+        lines.append(f"| {row['artifact']} | {row['fp32_p50_ms']} | {row['int8_p50_ms']} | {row['speedup']}x | "
+                     f"{row['probe_ratio']} | {row['share_of_probe_ratio']:.0%} | {row['fp32_gemm_time_share']:.0%} | "
+                     f"{row['amdahl_bound']}x | {row['share_of_amdahl_bound']:.0%} | {kernels} | {row['qdq_left']} |")
+    micro = result.get("micro")
+    if micro:
+        lines += ["", f"Trained mobilediffusion-micro, {micro['recipe']}: final image PSNR vs fp32 torch "
+                      f"{micro['image_psnr_db_mean']} dB mean / {micro['image_psnr_db_min']} dB min "
+                      f"(gate {'passed' if micro['image_gate_passed'] else 'FAILED'}); fidelity {micro['fidelity_int8']:.1%} "
+                      f"vs fp32 torch {micro['fidelity_fp32_torch']:.1%} over {micro['pictures']} pictures "
+                      f"(gate {'passed' if micro['fidelity_gate_passed'] else 'FAILED'}, margin {micro['fidelity_margin']:.0%})."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", required=True, help="fp32 ONNX export (md-export export)")
+    parser.add_argument("--calibration", required=True)
+    parser.add_argument("--out", required=True, help="quantized directories go here (reused when present)")
+    parser.add_argument("--extra-artifacts", action="append", default=[],
+                        help="another fp32 export to measure (e.g. mobilediffusion-taesd's decoder); repeatable")
+    parser.add_argument("--recipe", default="onnx-static-int8")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--micro-out", default=None, help="also measure int8 quality on the trained micro weights here")
+    parser.add_argument("--micro-prompts", type=int, default=20)
+    parser.add_argument("--micro-seeds", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    print("machine peak ...", flush=True)
+    peaks = [measure_machine_peak()]
+
+    def ratio_of() -> float:
+        return max(p["int8_gops"] for p in peaks) / max(p["fp32_gflops"] for p in peaks)
+
+    rows = []
+    for index, directory in enumerate([args.artifacts] + args.extra_artifacts):
+        target = _quantized(Path(directory), out / f"{index}-{args.recipe}", args.recipe, Path(args.calibration))
+        rows += measure_directory(Path(directory), target, args.runs)
+    peaks.append(measure_machine_peak())
+    for row in rows:  # the probe read after the networks too: hold every row against the best reads
+        hold_against(row, ratio_of())
+    result = {"peak_before": peaks[0], "peak_after": peaks[1], "rows": rows}
+    if args.micro_out:
+        result["micro"] = micro_quality(Path(args.micro_out), args.recipe, args.micro_prompts, args.micro_seeds)
+    print(markdown(result))
+    if args.json:
+        write_json_atomic(Path(args.json), result)
+
+
+if __name__ == "__main__":
+    main()
