@@ -52,10 +52,17 @@ class TextToImagePipeline:
         self.latent_shape = (1,) + tuple(latent.shape[1:])
         # Exported UNets may have a fixed batch (1 or 2); torch's is free (-1).
         self.unet_batch = latent.shape[0] if latent.shape[0] > 0 else None
+        # Negative prompts repeat across calls (almost always ""): encoded once per pipeline.
+        self._negative_embeddings: dict[str, np.ndarray] = {}
 
     def encode_text(self, prompt: str) -> np.ndarray:
         ids = self.tokenizer(prompt)
         return self.networks.text_encoder.run({"input_ids": ids})["text_emb"].astype(np.float32)
+
+    def _negative(self, prompt: str) -> np.ndarray:
+        if prompt not in self._negative_embeddings:
+            self._negative_embeddings[prompt] = self.encode_text(prompt)
+        return self._negative_embeddings[prompt]
 
     def _unet(self, latent: np.ndarray, timestep: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
         chunk = self.unet_batch or latent.shape[0]
@@ -76,7 +83,7 @@ class TextToImagePipeline:
         seconds: dict[str, float] = {}
         start = time.perf_counter()
         cond = self.encode_text(prompt)
-        uncond = self.encode_text(negative_prompt) if guidance_scale != 1.0 else None
+        uncond = self._negative(negative_prompt) if guidance_scale != 1.0 else None
         seconds["text_encoder"] = time.perf_counter() - start
 
         start = time.perf_counter()

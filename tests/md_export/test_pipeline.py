@@ -50,3 +50,25 @@ def test_fixed_batch_unet_runner_is_called_in_chunks(pipeline):
         unet.run = original_run
         pipeline.unet_batch = None
     assert calls == [1, 1, 1, 1]
+
+
+def test_empty_negative_prompt_is_encoded_once_per_pipeline():
+    preset = get_preset("mobilediffusion-tiny")
+    networks, _ = torch_networks(preset)
+    pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
+    encoded = []
+    original_run = networks.text_encoder.run
+
+    def run(feeds):
+        encoded.append(tuple(feeds["input_ids"][0, :3].tolist()))
+        return original_run(feeds)
+
+    networks.text_encoder.run = run
+    first = pipeline.generate("a red circle", steps=1, seed=0, guidance_scale=5.0)
+    second = pipeline.generate("a blue square", steps=1, seed=0, guidance_scale=5.0)
+    empty = tuple(pipeline.tokenizer("")[0, :3].tolist())
+    assert len(encoded) == 3 and encoded.count(empty) == 1  # two prompts, one shared "" embedding
+    # the cached embedding gives the same picture as encoding it again
+    fresh = TextToImagePipeline(networks, preset.unet.prediction_type).generate("a blue square", steps=1, seed=0,
+                                                                                guidance_scale=5.0)
+    assert np.array_equal(second.latent, fresh.latent) and not np.array_equal(first.latent, second.latent)
