@@ -72,3 +72,29 @@ def test_empty_negative_prompt_is_encoded_once_per_pipeline():
     fresh = TextToImagePipeline(networks, preset.unet.prediction_type).generate("a blue square", steps=1, seed=0,
                                                                                 guidance_scale=5.0)
     assert np.array_equal(second.latent, fresh.latent) and not np.array_equal(first.latent, second.latent)
+
+
+def test_batch_2_unet_artifact_runs_guidance_in_one_call(tmp_path):
+    from md_export.artifacts import artifact_networks
+    from md_export.export import export_preset
+
+    preset = get_preset("mobilediffusion-tiny")
+    export_preset(preset, ["text_encoder", "unet", "vae_decoder"], ["onnx"], ["fp32"], tmp_path, dynamic_batch=True)
+    networks, _ = artifact_networks(tmp_path, "onnx")
+    pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
+    batches = []
+    original_run = networks.unet.run
+
+    def run(feeds):
+        batches.append(feeds["latent"].shape[0])
+        return original_run(feeds)
+
+    networks.unet.run = run
+    together = pipeline.generate("a red circle", steps=3, seed=0, guidance_scale=5.0)
+    assert batches == [2, 2, 2]  # conditional and unconditional rows in one call per step
+    batches.clear()
+    pipeline.unet_batch = 1
+    apart = pipeline.generate("a red circle", steps=3, seed=0, guidance_scale=5.0)
+    assert batches == [1] * 6
+    # same rows, same kernels: only batch-dependent reassociation in onnxruntime's GEMMs
+    np.testing.assert_allclose(together.latent, apart.latent, rtol=0, atol=1e-5)
