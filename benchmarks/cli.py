@@ -65,6 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _positive("runs", args.runs)
     _positive("warmup", args.warmup, 0)
     _positive("threads", args.threads)
+    if args.resolution is not None:  # 0 must not quietly mean "the default"
+        _positive("resolution", args.resolution)
+    _positive("unet-batch", args.unet_batch)
+    _positive("peak-size", args.peak_size)
+    _positive("pipeline-runs", args.pipeline_runs)
+    _positive("pipeline-warmup", args.pipeline_warmup, 0)
     if args.min_seconds < 0:
         raise MdExportError(f"--min-seconds must be >= 0, got {args.min_seconds}")
     sources = [s for s in (args.artifacts, args.model, args.preset) if s]

@@ -2,7 +2,7 @@
 int8/fp32 GEMM probe ratio measured in the same run, and int8 picture quality on trained weights.
 
     python -m benchmarks.int8_speedup --artifacts out/md --calibration out/calib --out out/int8 \\
-        [--extra-artifacts out/taesd] [--micro-out out/micro] [--runs 5] [--json out/int8.json]
+        [--extra out/taesd,out/taesd-calib] [--micro-out out/micro] [--runs 5] [--json out/int8.json]
 
 Per fp32 ONNX network of each artifact directory (quantized with `--recipe` into `--out`, or
 reused from there):
@@ -154,8 +154,9 @@ def main() -> None:
     parser.add_argument("--artifacts", required=True, help="fp32 ONNX export (md-export export)")
     parser.add_argument("--calibration", required=True)
     parser.add_argument("--out", required=True, help="quantized directories go here (reused when present)")
-    parser.add_argument("--extra-artifacts", action="append", default=[],
-                        help="another fp32 export to measure (e.g. mobilediffusion-taesd's decoder); repeatable")
+    parser.add_argument("--extra", action="append", default=[], metavar="ARTIFACTS,CALIBRATION",
+                        help="another fp32 export and its preset's calibration (e.g. mobilediffusion-taesd's "
+                             "decoder); repeatable")
     parser.add_argument("--recipe", default="onnx-static-int8")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--micro-out", default=None, help="also measure int8 quality on the trained micro weights here")
@@ -172,8 +173,9 @@ def main() -> None:
         return max(p["int8_gops"] for p in peaks) / max(p["fp32_gflops"] for p in peaks)
 
     rows = []
-    for index, directory in enumerate([args.artifacts] + args.extra_artifacts):
-        target = _quantized(Path(directory), out / f"{index}-{args.recipe}", args.recipe, Path(args.calibration))
+    pairs = [(args.artifacts, args.calibration)] + [tuple(extra.split(",", 1)) for extra in args.extra]
+    for index, (directory, calibration) in enumerate(pairs):
+        target = _quantized(Path(directory), out / f"{index}-{args.recipe}", args.recipe, Path(calibration))
         rows += measure_directory(Path(directory), target, args.runs)
     peaks.append(measure_machine_peak())
     for row in rows:  # the probe read after the networks too: hold every row against the best reads

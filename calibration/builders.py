@@ -99,16 +99,27 @@ def photo_latents_match(sampler_latents: np.ndarray, photo_latents: np.ndarray) 
 
 
 def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
-                      progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run the fp32 torch pipeline over `num_prompts` prompts and record every network input."""
+                      progress: Callable[[int, int, str], None] | None = None, *, overwrite: bool = False) -> dict:
+    """Run the fp32 torch pipeline over `num_prompts` prompts and record every network input.
+
+    `out` must be absent or an empty directory; a directory holding anything is replaced only with
+    `overwrite`, and only once the new data is complete (staged beside it, then renamed)."""
     from safetensors.numpy import save_file
 
+    from md_export.export.manifest import check_output_dir, make_output_dir, remove_created_dir
     from md_export.pipeline import TextToImagePipeline
     from md_export.torch_networks import load_module, torch_networks
     from models import component_example_inputs
 
     if settings.num_prompts < 1 or settings.steps < 1:
         raise CalibrationError("--num-prompts and --steps must be at least 1")
+    if settings.resolution is not None:
+        factor = preset.vae.downsample_factor * preset.unet.downsample_factor
+        if settings.resolution < 1 or settings.resolution % factor:
+            raise CalibrationError(f"--resolution must be a positive multiple of {factor} for preset {preset.name}, "
+                                   f"got {settings.resolution}")
+    out = Path(out)
+    check_output_dir(out, must_be_empty=not overwrite)  # before the sampling, not after it
     prompts = load_prompts(settings.prompts_file)
     if settings.num_prompts > len(prompts):
         raise CalibrationError(f"--num-prompts {settings.num_prompts} > the {len(prompts)} prompts in the set")
@@ -158,8 +169,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     expected_latent = component_example_inputs(preset, "vae_decoder", resolution)[0].shape[1:]
     assert shards["vae_decoder"]["latent"].shape[1:] == tuple(expected_latent)
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = make_output_dir(out.parent)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
     try:
         for component, arrays in shards.items():
@@ -173,13 +183,51 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
             "files": {component: f"{component}.safetensors" for component in shards},
         }
         (staging / CALIBRATION_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        _move_into_place(staging, out, overwrite)
+    except BaseException:
+        remove_created_dir(created)
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     progress(total, total, "done")
+    return manifest
+
+
+def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished `staging` directory to `out`. An existing non-empty `out` is replaced only
+    with `overwrite`: it is moved aside first and deleted only after the rename succeeded."""
+    from md_export.errors import OutputError
+
+    if not (out.is_dir() and any(out.iterdir())):
+        os.replace(staging, out)  # absent or an empty directory: one atomic rename
+        return
+    if not overwrite:  # filled while we were sampling: never replace what is not ours to replace
+        raise OutputError(f"output directory {out} is not empty; pass --overwrite to replace it")
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.replaced-"))
+    os.replace(out, aside / out.name)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(aside / out.name, out)  # the user's directory back where it was
+        os.rmdir(aside)
+        raise
+    shutil.rmtree(aside)
+
+
+def read_calibration_manifest(directory: str | Path) -> dict:
+    """calibration.json of a calibration directory (what `md-export calibrate` recorded, and how)."""
+    directory = Path(directory)
+    manifest_path = directory / CALIBRATION_MANIFEST
+    if not manifest_path.is_file():
+        raise CalibrationError(f"{directory} has no {CALIBRATION_MANIFEST}: not a calibration directory "
+                               "(make one with md-export calibrate)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"cannot read {manifest_path}: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CalibrationError(f"{manifest_path} has no 'files' mapping: not a calibration manifest")
     return manifest
 
 
@@ -188,11 +236,7 @@ def load_calibration(directory: str | Path, component: str) -> dict[str, np.ndar
     from safetensors.numpy import load_file
 
     directory = Path(directory)
-    manifest_path = directory / CALIBRATION_MANIFEST
-    if not manifest_path.is_file():
-        raise CalibrationError(f"{directory} has no {CALIBRATION_MANIFEST}: not a calibration directory "
-                               "(make one with md-export calibrate)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_calibration_manifest(directory)
     if component not in manifest["files"]:
         raise CalibrationError(f"calibration {directory} has no data for {component}")
     return load_file(str(directory / manifest["files"][component]))

@@ -22,6 +22,14 @@ def _die(message: str) -> int:
     return EXIT_USER_ERROR
 
 
+def _at_least(flag: str, value: int | float | None, minimum: int) -> None:
+    """A number flag below its minimum is a user error, before any work (None: not given)."""
+    from .errors import BadArgumentError
+
+    if value is not None and value < minimum:
+        raise BadArgumentError(f"{flag} must be at least {minimum}, got {value}")
+
+
 # ---- summary -----------------------------------------------------------------------------
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -74,6 +82,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else (1 if args.sampler == "onestep" else preset.default_steps)
     if steps < 1:
         return _die(f"--steps must be at least 1, got {steps}")
+    _at_least("--resolution", args.resolution, 1)  # 0 must not quietly mean "the preset's"
+    _at_least("--seed", args.seed, 0)
     resolution = args.resolution or preset.resolution
     factor = preset.vae.downsample_factor * preset.unet.downsample_factor
     if resolution % factor:
@@ -94,11 +104,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .images import save_png
     from .pipeline import TextToImagePipeline
-    from .torch_networks import torch_networks
+    from .torch_networks import PIPELINE_COMPONENTS, allowed_random, require_checkpoint_components, torch_networks
 
     console = Console(stderr=True)
     checkpoint_dir, weight_seed = args.checkpoint_dir, args.weight_seed
     if args.runtime == "torch":
+        require_checkpoint_components(preset, checkpoint_dir, PIPELINE_COMPONENTS, allowed_random(args.allow_random))
         with console.status(f"building {preset.name} networks at {resolution}x{resolution} ..."):
             networks, sources = torch_networks(preset, resolution, checkpoint_dir, seed=weight_seed)
     else:
@@ -168,6 +179,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from models import get_preset
 
     from .export import export_preset
+    from .export.manifest import check_output_dir
+    from .torch_networks import allowed_random, require_checkpoint_components
 
     preset = get_preset(args.preset)
     if args.attention_implementation:
@@ -178,6 +191,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         resolutions = [int(r) for r in _csv(args.resolution)] if args.resolution else None
     except ValueError:
         return _die(f"--resolution takes comma-separated integers, got {args.resolution!r}")
+    for resolution in resolutions or ():
+        _at_least("--resolution", resolution, 1)
+    check_output_dir(args.out)  # a file there, or an unwritable place: before the networks are built
+    require_checkpoint_components(preset, args.checkpoint_dir, _csv(args.components), allowed_random(args.allow_random))
     console = Console(stderr=True)
     with Progress(TextColumn("[progress.description]{task.description:<40}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console) as progress:
@@ -218,6 +235,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from .export.manifest import write_text_atomic
     from .parity import ParityFailure, check_directory, markdown
 
+    _at_least("--threads", args.threads, 1)  # before anything runs or parity.md is rewritten
+    _at_least("--prompts", args.prompts, 1)
+    _at_least("--steps", args.steps, 1)
     console = Console(stderr=True)
     pipelines = []
     with console.status("parity ...") as status:
@@ -227,11 +247,14 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
             pipelines = check_pipelines(args.artifacts, args.prompts, args.steps,
                                         progress=lambda m: status.update(f"parity: {m}"))
+    from .pipeline_parity import NOTHING_COMPARED
     from .pipeline_parity import markdown as pipeline_markdown
 
-    text = markdown(report) + pipeline_markdown(pipelines)
+    # --pipeline asks for a pipeline gate: one that compared nothing has not passed
+    nothing_compared = args.pipeline and not pipelines
+    text = markdown(report) + pipeline_markdown(pipelines) + (f"\n{NOTHING_COMPARED}\n" if nothing_compared else "")
     write_text_atomic(Path(args.artifacts) / "parity.md", text)
-    passed = report.passed and all(p.passed for p in pipelines)
+    passed = report.passed and all(p.passed for p in pipelines) and not nothing_compared
     if args.json:
         data = report.as_dict()
         data["passed"] = passed
@@ -242,6 +265,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if not passed:
         bad = [a.file + (f" [{a.signature}]" if a.signature else "") for a in report.artifacts if not a.ok]
         bad += [f"{p.format} {p.precision} pipeline" for p in pipelines if not p.passed]
+        bad += [NOTHING_COMPARED] if nothing_compared else []
         raise ParityFailure(f"parity failed for {len(bad)} item(s): {', '.join(bad)}")
     return 0
 
@@ -253,9 +277,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from calibration.builders import CalibrationError, CalibrationSettings, build_calibration
-    from models import get_preset
+    from models import COMPONENTS, get_preset
+
+    from .export.manifest import check_output_dir
+    from .torch_networks import allowed_random, require_checkpoint_components
 
     preset = get_preset(args.preset)
+    _at_least("--num-prompts", args.num_prompts, 1)
+    _at_least("--steps", args.steps, 1)
+    _at_least("--resolution", args.resolution, 1)  # 0 must not quietly mean "the preset's"
+    _at_least("--seed", args.seed, 0)
+    check_output_dir(args.out, must_be_empty=not args.overwrite)  # before the sampling, not after it
+    # the three pipeline networks sample, the VAE encoder encodes the photos
+    require_checkpoint_components(preset, args.checkpoint_dir, COMPONENTS, allowed_random(args.allow_random))
     settings = CalibrationSettings(num_prompts=args.num_prompts, steps=args.steps, seed=args.seed,
                                    resolution=args.resolution, checkpoint_dir=args.checkpoint_dir,
                                    prompts_file=args.prompts_file)
@@ -266,7 +300,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             manifest = build_calibration(preset, args.out, settings,
                                          lambda done, total, message: progress.update(task, completed=done,
-                                                                                      description=message))
+                                                                                      description=message),
+                                         overwrite=args.overwrite)
         except CalibrationError as exc:
             return _die(str(exc))
     samples = ", ".join(f"{k} {v}" for k, v in manifest["samples"].items())
@@ -284,7 +319,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     entries = quantize_directory(args.artifacts, args.recipe, args.out, args.calibration, args.target_psnr,
                                  progress=lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}"),
                                  speed_runs=args.speed_runs)
+    missed = []
     for entry in dict((e["file"], e) for e in entries).values():
+        if "fallback" in entry and not entry["fallback"]["reached"]:
+            missed.append(f"{entry['file']} ({entry['fallback']['final_psnr_db']:.1f} dB)")
         source_size = entry["size_bytes"]
         line = f"{entry['file']}: {source_size / 1e6:.2f} MB ({entry['recipe']}, from {entry['quantized_from']})"
         if "fallback" in entry:
@@ -295,6 +333,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(line)
         print(f"  {entry['component']}: {quantize_summary(entry)}")
     print(f"wrote {args.out}/manifest.json; check with: md-export parity {args.out}")
+    if missed:  # a target the user set is a gate: missing it fails the command, artifacts or not
+        print(f"md-export: error: --target-psnr {args.target_psnr} dB missed by {', '.join(missed)}; the artifacts "
+              f"were written to {args.out} anyway (inspect or delete them)", file=sys.stderr)
+        return EXIT_PARITY_FAILED
     return 0
 
 
@@ -305,14 +347,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from models import get_preset
 
+    from .export.manifest import check_output_dir
     from .main_job import MainJobSettings, run_main_job
     from .parity import ParityFailure
+    from .torch_networks import PIPELINE_COMPONENTS, allowed_random, require_checkpoint_components
 
     preset = get_preset(args.preset)
     if args.steps < 1:
         return _die(f"--steps must be at least 1, got {args.steps}")
+    _at_least("--seed", args.seed, 0)
+    require_checkpoint_components(preset, args.checkpoint_dir, PIPELINE_COMPONENTS, allowed_random(args.allow_random))
+    # a second run into the same folder would replace the first one's calibration and artifacts
+    check_output_dir(args.out, must_be_empty=not args.overwrite)
     settings = MainJobSettings(prompt=args.prompt, steps=args.steps, seed=args.seed, formats=tuple(_csv(args.formats)),
-                               precisions=tuple(_csv(args.precision)), checkpoint_dir=args.checkpoint_dir)
+                               precisions=tuple(_csv(args.precision)), checkpoint_dir=args.checkpoint_dir,
+                               overwrite=args.overwrite)
     console = Console(stderr=True)
     start = time.perf_counter()
     if args.checkpoint_dir is None:
@@ -344,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     from models import DEFAULT_PRESET, preset_names
 
     from .samplers import SAMPLERS
+    from .torch_networks import add_allow_random_argument
 
     parser = argparse.ArgumentParser(prog="md-export", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -364,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--precision", default="fp32", help="fp32, fp16, or both: fp32,fp16")
     export.add_argument("--resolution", default=None, help="image side(s), comma-separated, e.g. 512,768")
     export.add_argument("--checkpoint-dir", default=None)
+    add_allow_random_argument(export)
     export.add_argument("--weight-seed", type=int, default=0, help="seed of random weights where no checkpoint is given")
     export.add_argument("--dynamic-batch", action="store_true", help="ONNX: a dynamic batch axis")
     export.add_argument("--attention-implementation", choices=("batched", "split_einsum"), default=None,
@@ -378,9 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--resolution", type=int, default=None)
     calibrate.add_argument("--checkpoint-dir", default=None)
+    add_allow_random_argument(calibrate)
     calibrate.add_argument("--prompts-file", default=None,
                            help="your domain's prompts, one a line (default: the shipped calibration/prompts.txt)")
-    calibrate.add_argument("--out", required=True)
+    calibrate.add_argument("--out", required=True, help="calibration directory to write (absent or empty)")
+    calibrate.add_argument("--overwrite", action="store_true",
+                           help="replace a non-empty --out, once the new data is complete")
     calibrate.set_defaults(func=cmd_calibrate)
 
     from .quantize.recipes import recipe_help
@@ -419,12 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--formats", default="onnx,coreml,tflite")
     run.add_argument("--precision", default="fp32", help="fp32, fp16, or fp32,fp16")
     run.add_argument("--checkpoint-dir", default=None)
+    add_allow_random_argument(run)
+    run.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (an earlier run's)")
     run.set_defaults(func=cmd_run)
 
     parity = sub.add_parser("parity", help="every artifact in DIR against the PyTorch reference (hard gates)")
     parity.add_argument("artifacts", metavar="DIR")
     parity.add_argument("--json", action="store_true", help="print the machine-readable report")
-    parity.add_argument("--threads", type=int, default=None)
+    parity.add_argument("--threads", type=int, default=None,
+                        help="runtime threads, at least 1 (default: the runtime's)")
     parity.add_argument("--pipeline", action="store_true",
                         help="also run each complete exported pipeline against the torch pipeline: per-step "
                              "latent PSNR, final image PSNR and SSIM")
@@ -451,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--resolution", type=int, default=None)
     generate.add_argument("--out", default="md_export_image.png", help="PNG to write")
     generate.add_argument("--checkpoint-dir", default=None,
-                          help="directory with text_encoder/unet/vae_decoder .safetensors (else random weights)")
+                          help="directory with text_encoder/unet/vae_decoder .safetensors (none given: random "
+                               "weights; a missing file is an error, see --allow-random)")
+    add_allow_random_argument(generate)
     generate.set_defaults(func=cmd_generate)
     return parser
 

@@ -28,12 +28,23 @@ def _check_out(out: str) -> None:
         raise OutputError(f"output directory {parent} does not exist")
 
 
+def _require_weights(preset, checkpoint_dir, args, components=None) -> None:
+    """Every component the command loads (all four: the model directory it writes holds them) must
+    come from the checkpoint directory, unless --allow-random names it."""
+    from models import COMPONENTS
+
+    from .torch_networks import allowed_random, require_checkpoint_components
+
+    require_checkpoint_components(preset, checkpoint_dir, components or COMPONENTS, allowed_random(args.allow_random))
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from models import get_preset
 
     from .prune.workflow import prune_preset
 
     _check_out(args.out)
+    _require_weights(get_preset(args.preset), args.checkpoint_dir, args)
     report = prune_preset(get_preset(args.preset), args.method, args.amount, args.out, args.checkpoint_dir,
                           args.weight_seed, args.calibration)
     if args.json:
@@ -64,8 +75,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .prune.report import markdown_table
     from .prune.workflow import distill_preset
 
+    from models import get_preset
+
     out = args.out or str(Path(args.student).resolve()) + "-distilled"
     _check_out(out)
+    _require_weights(get_preset(args.teacher), args.teacher_checkpoint_dir, args, ("unet",))  # the teacher's UNet
     settings = DistillSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                feature_weight=args.feature_weight, seed=args.seed,
                                checkpoint_every=args.checkpoint_every, device=args.device)
@@ -93,6 +107,7 @@ def cmd_train_decoder(args: argparse.Namespace) -> int:
 
     _check_out(args.out)
     preset = get_preset(args.preset)
+    _require_weights(preset, args.checkpoint_dir, args)
     settings = DecoderTrainSettings(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                                     batch_size=args.batch_size, resolution=args.resolution or preset.resolution,
                                     learning_rate=args.lr, seed=args.seed, device=args.device)
@@ -119,6 +134,7 @@ def cmd_ufogen(args: argparse.Namespace) -> int:
     from .prune.ufogen import UFOGenSettings
 
     _check_out(args.out)
+    _require_weights(get_preset(args.preset), args.checkpoint_dir, args)
     settings = UFOGenSettings(steps=args.steps, batch_size=args.batch_size, generator_lr=args.lr,
                               discriminator_lr=args.lr, rec_weight=args.rec_weight, seed=args.seed)
     with _progress("ufogen", args.steps) as bar:
@@ -141,6 +157,7 @@ def register(sub) -> None:
     from models import DEFAULT_PRESET
 
     from .prune.workflow import METHODS
+    from .torch_networks import add_allow_random_argument
 
     prune = sub.add_parser("prune", help="prune a preset's UNet into a model directory (preset.json + safetensors)")
     prune.add_argument("--preset", default=DEFAULT_PRESET, help="preset name or model directory")
@@ -154,6 +171,7 @@ def register(sub) -> None:
     prune.add_argument("--out", required=True, help="model directory to write")
     prune.add_argument("--calibration", default=None, help="calibration directory: rank blocks on real UNet inputs")
     prune.add_argument("--checkpoint-dir", default=None)
+    add_allow_random_argument(prune)
     prune.add_argument("--weight-seed", type=int, default=0)
     prune.add_argument("--json", action="store_true")
     prune.set_defaults(func=cmd_prune)
@@ -175,6 +193,7 @@ def register(sub) -> None:
                          help="prompts for the final-image parity of each stage (0: skip it)")
     distill.add_argument("--image-steps", type=int, default=4, help="DDIM steps of that image parity")
     distill.add_argument("--teacher-checkpoint-dir", default=None)
+    add_allow_random_argument(distill)
     distill.add_argument("--weight-seed", type=int, default=0, help="teacher's random-weight seed without checkpoint")
     distill.set_defaults(func=cmd_distill)
 
@@ -190,6 +209,7 @@ def register(sub) -> None:
     decoder.add_argument("--seed", type=int, default=0)
     decoder.add_argument("--device", default=None)
     decoder.add_argument("--checkpoint-dir", default=None)
+    add_allow_random_argument(decoder)
     decoder.add_argument("--weight-seed", type=int, default=0)
     decoder.set_defaults(func=cmd_train_decoder)
 
@@ -202,5 +222,6 @@ def register(sub) -> None:
     ufogen.add_argument("--rec-weight", type=float, default=1.0)
     ufogen.add_argument("--seed", type=int, default=0)
     ufogen.add_argument("--checkpoint-dir", default=None)
+    add_allow_random_argument(ufogen)
     ufogen.add_argument("--weight-seed", type=int, default=0)
     ufogen.set_defaults(func=cmd_ufogen)

@@ -69,6 +69,10 @@ def cmd_quality(args: argparse.Namespace) -> int:
                            lambda done, total: status.update(f"fidelity of {source}: {done}/{total} pictures"))
 
     if args.preset is not None:
+        from .torch_networks import PIPELINE_COMPONENTS, allowed_random, require_checkpoint_components
+
+        require_checkpoint_components(get_preset(args.preset), args.checkpoint_dir, PIPELINE_COMPONENTS,
+                                      allowed_random(args.allow_random))
         generate, source = torch_generate(get_preset(args.preset), args.checkpoint_dir, sampling)
         report = run(generate, source)
         data, gate = report.as_dict(), None
@@ -121,6 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--artifacts", default=None, help="an export / quantize directory: gated against fp32 torch")
     quality.add_argument("--preset", default=None, help=f"score the torch model instead (e.g. {MICRO})")
     quality.add_argument("--checkpoint-dir", default=None, help="with --preset: weights (default: the shipped ones)")
+    from .torch_networks import add_allow_random_argument
+
+    add_allow_random_argument(quality)
     quality.add_argument("--prompts", choices=PROMPT_SETS, default="held-out")
     quality.add_argument("--num-prompts", type=int, default=20)
     quality.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt")

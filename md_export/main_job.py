@@ -51,6 +51,7 @@ class MainJobSettings:
     # LiteRT, 8-bit weights for Core ML (activation calibration for Core ML needs macOS)
     recipes: tuple[str, ...] = ("onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8")
     bench_runs: int = 3
+    overwrite: bool = False  # replace what an earlier run left in the output folder
 
 
 def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, progress: Progress) -> dict:
@@ -129,7 +130,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
                           CalibrationSettings(num_prompts=settings.calibration_prompts, steps=settings.calibration_steps,
                                               seed=settings.seed, checkpoint_dir=settings.checkpoint_dir,
                                               photos=2),
-                          lambda done, total, message: progress(f"calibration: {message}"))
+                          lambda done, total, message: progress(f"calibration: {message}"), overwrite=settings.overwrite)
         done("calibration")
         from .quantize.driver import QuantizeError
 

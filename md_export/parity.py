@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MdExportError
-from .export.manifest import read_manifest
+from .export.manifest import MANIFEST, ManifestError, read_manifest
 from .export.types import Tolerance
 from .runtimes import ArtifactLoadError, InputMismatchError, RuntimeUnavailableError, open_artifact
 
@@ -159,9 +159,32 @@ class ParityReport:
                 "artifacts": [asdict(a) for a in self.artifacts]}
 
 
+# What parity reads from every manifest entry; a hand-edited or foreign manifest may lack any of them.
+REQUIRED_ENTRY_KEYS = ("file", "component", "format", "precision", "reference", "tolerance", "inputs", "outputs")
+REQUIRED_TOLERANCE_KEYS = ("min_psnr_db", "min_cosine")
+
+
+def check_entries(directory: Path, manifest: dict) -> None:
+    """Every artifact entry has what parity needs: a clear error naming the file and key, not a KeyError."""
+    path = directory / MANIFEST
+    for index, entry in enumerate(manifest["artifacts"]):
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{path}: artifacts[{index}] is not an object")
+        name = entry.get("file", f"artifacts[{index}]")
+        for key in REQUIRED_ENTRY_KEYS:
+            if key not in entry:
+                raise ManifestError(f"{path}: entry {name} has no {key!r}")
+        if not isinstance(entry["tolerance"], dict):
+            raise ManifestError(f"{path}: entry {name} has a 'tolerance' that is not an object")
+        for key in REQUIRED_TOLERANCE_KEYS:
+            if key not in entry["tolerance"]:
+                raise ManifestError(f"{path}: entry {name} has no {key!r} in its 'tolerance'")
+
+
 def check_directory(directory: str | Path, threads: int | None = None, progress=None) -> ParityReport:
     directory = Path(directory)
     manifest = read_manifest(directory)
+    check_entries(directory, manifest)
     results = []
     for entry in manifest["artifacts"]:
         if progress is not None:

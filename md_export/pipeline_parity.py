@@ -27,6 +27,8 @@ IMAGE_GATES_DB = {"fp32": 40.0, "fp16": 30.0, "w8a16": 30.0}
 DEFAULT_QUANTIZED_GATE_DB = 20.0
 RUNNABLE_FORMATS = ("onnx", "tflite") + (("coreml",) if platform.system() == "Darwin" else ())
 RUNTIME_OF_FORMAT = {"onnx": "onnx", "tflite": "tflite", "coreml": "coreml"}
+NOTHING_COMPARED = ("no pipeline compared: --pipeline needs a preset export (not a module's) with text_encoder, "
+                    f"unet and vae_decoder of one format and precision runnable here ({', '.join(RUNNABLE_FORMATS)})")
 
 # The fp32 torch pipeline is the same for every directory of one preset (export, each recipe):
 # its images and latents are kept per (weights, resolution, prompt, steps, seed) within a process.

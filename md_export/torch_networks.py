@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch import nn
 
-from models import (CheckpointError, Preset, build_component, component_example_inputs, load_component,
-                    load_text_encoder_from_hf, preset_checkpoint_dir, save_component)
+from models import (COMPONENTS, CheckpointError, Preset, build_component, component_example_inputs,
+                    load_component, load_text_encoder_from_hf, preset_checkpoint_dir, save_component)
 from models.shipped_weights import shipped_weights_dir
 
 from .errors import MdExportError
@@ -56,6 +56,45 @@ def load_module(preset: Preset, component: str, checkpoint_dir: str | Path | Non
         return LoadedModule(module, f"random weights (seed {seed}; no {path.name} in {directory})")
     load_component(module, path)
     return LoadedModule(module, f"checkpoint {path}")
+
+
+ALLOW_RANDOM_HELP = ("components that may run with random weights when the checkpoint directory lacks their "
+                     "file (repeatable or comma-separated, e.g. --allow-random vae_encoder); any other missing "
+                     "component file is an error")
+
+
+def add_allow_random_argument(parser) -> None:
+    """`--allow-random COMPONENT` on a command that takes a checkpoint directory."""
+    parser.add_argument("--allow-random", action="append", default=[], metavar="COMPONENT", help=ALLOW_RANDOM_HELP)
+
+
+def allowed_random(values: list[str] | None) -> tuple[str, ...]:
+    """--allow-random values (repeated and/or comma-separated) as component names, checked."""
+    names = tuple(name.strip() for value in values or () for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in COMPONENTS]
+    if unknown:
+        raise MdExportError(f"--allow-random takes components ({', '.join(COMPONENTS)}), got {', '.join(unknown)}")
+    return names
+
+
+def require_checkpoint_components(preset: Preset, checkpoint_dir: str | Path | None, components,
+                                  allow_random: tuple[str, ...] = ()) -> None:
+    """A checkpoint directory in use (given, a directory preset's, or shipped) must hold every component
+    the command runs: `load_module` falls back to random weights for a missing file, which would
+    silently turn a checkpoint into noise. `allow_random` names the components allowed to."""
+    checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
+    if checkpoint_dir is None:
+        return  # no checkpoint at all: random weights are what the user asked for
+    directory = Path(checkpoint_dir)
+    if not directory.is_dir():
+        raise MdExportError(f"checkpoint directory {directory} does not exist")
+    missing = [c for c in components if c in COMPONENTS and c not in allow_random  # unknown names: the caller's error
+               and not (directory / f"{c}.safetensors").exists()
+               and not (c == "text_encoder" and (directory / c).is_dir())]
+    if missing:
+        files = ", ".join(f"{c}.safetensors" for c in missing)
+        raise MdExportError(f"checkpoint directory {directory} has no {files}; pass --allow-random "
+                            f"{','.join(missing)} to run {'it' if len(missing) == 1 else 'them'} with random weights")
 
 
 def torch_networks(preset: Preset, resolution: int | None = None, checkpoint_dir: str | Path | None = None,

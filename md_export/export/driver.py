@@ -26,8 +26,8 @@ from torch import nn
 from . import coreml as coreml_backend
 from . import onnx as onnx_backend
 from . import tflite as tflite_backend
-from .manifest import (MANIFEST, merge_entries, read_manifest, sha256_of, size_of, tool_versions,
-                       write_json_atomic)
+from .manifest import (MANIFEST, check_output_dir, make_output_dir, merge_entries, read_manifest, remove_created_dir,
+                       sha256_of, size_of, tool_versions, write_json_atomic)
 from .types import EXTENSIONS, FORMATS, PRECISIONS, ExportError, ExportTarget
 
 Progress = Callable[[str], None]
@@ -100,7 +100,8 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
             raise ExportError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     progress = progress or (lambda message: None)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out_dir)
+    created = make_output_dir(out_dir)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
     try:
         references, reference_files = {}, {}
@@ -141,6 +142,9 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
         }
         write_json_atomic(out_dir / MANIFEST, manifest)
         return entries
+    except BaseException:
+        remove_created_dir(created)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -57,18 +58,64 @@ def size_of(path: Path) -> int:
     return size + (sidecar.stat().st_size if sidecar.exists() else 0)
 
 
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a file in `directory`: os.access says yes to root even where nothing can be
+    created (/proc, read-only mounts), and only a real write tells."""
+    from ..errors import OutputError
+
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".md-export-write-probe-")
+    except OSError as exc:
+        raise OutputError(f"output directory {directory} is not writable: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output_path(path: str | Path) -> None:
-    """Fail before any work when `path` cannot be written (missing or read-only folder, a directory)."""
+    """Fail before any work when file `path` cannot be written (missing or read-only folder, a directory)."""
     from ..errors import OutputError
 
     path = Path(path)
     parent = path.resolve().parent
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory {parent} is not writable")
+    _probe_writable(parent)
     if path.is_dir():
         raise OutputError(f"output {path} is a directory")
+
+
+def check_output_dir(path: str | Path, *, must_be_empty: bool = False) -> None:
+    """Fail before any work when directory `path` cannot be created or written: an existing file
+    there or above it, a place where nothing can be created, or (`must_be_empty`) a directory that
+    already holds something, which the caller would replace."""
+    from ..errors import OutputError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output {path} exists and is not a directory")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create output directory {path}: {existing} is a file")
+    _probe_writable(existing)
+    if must_be_empty and path.is_dir() and any(path.iterdir()):
+        raise OutputError(f"output directory {path} is not empty; pass --overwrite to replace it")
+
+
+def make_output_dir(path: str | Path) -> Path | None:
+    """`mkdir -p path`; returns the topmost directory this call created (None when `path` existed),
+    which `remove_created_dir` takes away again when the command fails: a failed command leaves
+    nothing where nothing was, and never touches what was there before."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing[-1] if missing else None
+
+
+def remove_created_dir(created: Path | None) -> None:
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

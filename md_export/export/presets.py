@@ -10,6 +10,7 @@ from models import Preset, component_example_inputs
 
 from ..torch_networks import default_checkpoint_dir, load_module
 from .driver import Progress, export_targets, planned_steps
+from .manifest import check_output_dir
 from .types import ExportError, ExportTarget
 
 EXPORTABLE = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
@@ -22,6 +23,8 @@ def preset_targets(preset: Preset, components: Iterable[str], resolutions: Itera
     resolutions = list(resolutions)
     factor = preset.vae.downsample_factor * preset.unet.downsample_factor
     for resolution in resolutions:
+        if resolution < 1:
+            raise ExportError(f"resolution must be a positive number of pixels, got {resolution}")
         if resolution % factor:
             raise ExportError(f"resolution {resolution} is not a multiple of {factor} for preset {preset.name}")
     for component in components:
@@ -42,6 +45,7 @@ def export_preset(preset: Preset, components: Iterable[str], formats: Iterable[s
                   checkpoint_dir: str | Path | None = None, seed: int = 0, dynamic_batch: bool = False,
                   progress: Progress | None = None, on_plan: Callable[[int], None] | None = None) -> list[dict]:
     """`on_plan(total_steps)` is called once the work is known, before the first progress message."""
+    check_output_dir(out_dir)  # before the networks are built, not after
     resolutions = list(resolutions or [preset.resolution])
     # A directory preset (pruned / distilled) is recorded by path with its weights, so parity and
     # quantize rebuild exactly this model from the manifest.

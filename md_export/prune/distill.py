@@ -34,7 +34,7 @@ from models.unet import MobileUNet
 from ..parity import psnr_db
 from .checkpointing import load_state, save_state
 from .errors import PruneError
-from .inputs import random_unet_inputs
+from .inputs import random_unet_inputs, training_seed
 from .magnitude import prunable_weights
 
 Progress = Callable[[int, int, dict], None]
@@ -113,7 +113,7 @@ def distill_loss(teacher: MobileUNet, student: MobileUNet, inputs: tuple[torch.T
 
 def batch_for_step(preset: Preset, settings: DistillSettings, step: int,
                    calibration: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...]:
-    generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+    generator = torch.Generator().manual_seed(training_seed(settings.seed, step))  # never a held-out seed
     batch = random_unet_inputs(preset, settings.batch_size, generator)
     if calibration is None:
         return batch

@@ -59,6 +59,18 @@ UNetInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # and from each other.
 EVAL_SEED = 4242
 VALIDATION_SEED = 4343
+# Held-out sets seed their generators with integers below 2**63; every training batch's seed has
+# bit 63 set (`training_seed`), so no (seed, step) can ever draw a held-out set. A plain
+# `seed * K + step` could: with seed 0, steps 4242 and 4343 were the evaluation and validation sets.
+TRAINING_SEED_BIT = 1 << 63
+_TRAINING_STREAM = 1  # SeedSequence spawn-key tag of the training batches (other purposes: other tags)
+
+
+def training_seed(seed: int, step: int) -> int:
+    """The torch seed of training batch `step`: numpy's SeedSequence over (seed; stream, step), so
+    steps and seeds do not share streams, then bit 63 set to keep it off every held-out seed."""
+    sequence = np.random.SeedSequence(seed % 2**64, spawn_key=(_TRAINING_STREAM, step))
+    return TRAINING_SEED_BIT | int(sequence.generate_state(1, np.uint64)[0])
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from typing import Callable
 
 import numpy as np
 
-from calibration.builders import CalibrationError, calibration_feeds
+from calibration.builders import CalibrationError, calibration_feeds, read_calibration_manifest
 
 from ..errors import BadArgumentError, MdExportError
 from ..export.driver import replace_path
-from ..export.manifest import (MANIFEST, merge_entries, read_manifest, sha256_of, size_of, tool_versions,
-                               write_json_atomic)
+from ..export.manifest import (MANIFEST, check_output_dir, make_output_dir, merge_entries, read_manifest,
+                               remove_created_dir, sha256_of, size_of, tool_versions, write_json_atomic)
 from ..parity import load_reference
 from ..runtimes import open_artifact
 from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
@@ -83,9 +83,12 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
         raise BadArgumentError("--target-psnr measures the error on calibration inputs: pass --calibration DIR")
     if out.resolve() == artifacts.resolve():
         raise BadArgumentError("--out must differ from --artifacts (quantized artifacts get their own manifest)")
+    check_output_dir(out)
     manifest = read_manifest(artifacts)
     sources = _sources(manifest, recipe)
-    out.mkdir(parents=True, exist_ok=True)
+    if calibration is not None:
+        _check_calibration_preset(calibration, manifest, artifacts)
+    created = make_output_dir(out)  # removed again if this call fails: a failed call leaves no empty --out
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
         entries = []
@@ -111,9 +114,26 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
             "source": source, "tools": tool_versions(), "artifacts": merge_entries(previous, entries)})
         return entries
     except CalibrationError as exc:
+        remove_created_dir(created)
         raise BadArgumentError(str(exc)) from None
+    except BaseException:
+        remove_created_dir(created)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_calibration_preset(calibration: Path, manifest: dict, artifacts: Path) -> None:
+    """Inputs recorded on another preset's networks calibrate the wrong ranges, and may even have
+    the right shapes: refuse them before any work."""
+    source = manifest.get("source", {})
+    if source.get("kind") != "preset":
+        return  # a module's export has no preset to compare; its feeds are checked by shape
+    recorded = read_calibration_manifest(calibration).get("preset")
+    if recorded != source.get("preset"):
+        raise BadArgumentError(f"calibration {calibration} was recorded with preset {recorded}, but the artifacts in "
+                               f"{artifacts} were exported from preset {source.get('preset')}: calibrate with "
+                               f"--preset {source.get('preset')}")
 
 
 def _inspect(entries: list[dict], artifacts: Path, source: dict, staging: Path, speed_runs: int,

@@ -85,3 +85,52 @@ def test_bad_requests_are_clear(tmp_path):
         build_calibration(get_preset("mobilediffusion-tiny"), tmp_path / "x", CalibrationSettings(num_prompts=10_000))
     with pytest.raises(CalibrationError, match="not a calibration directory"):
         calibration_feeds(tmp_path, "unet", {})
+
+
+def test_an_existing_folder_is_never_deleted_and_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    from md_export.errors import OutputError
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before checking the output")
+
+    monkeypatch.setattr("md_export.torch_networks.torch_networks", no_sampling)
+    folder = tmp_path / "D"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "keep.txt").write_text("x\n")
+    (tmp_path / "file").write_text("mine\n")
+    with pytest.raises(OutputError, match=f"{folder} is not empty; pass --overwrite"):
+        build_calibration(get_preset("mobilediffusion-tiny"), folder, CalibrationSettings(num_prompts=1, steps=1))
+    with pytest.raises(OutputError, match="exists and is not a directory"):
+        build_calibration(get_preset("mobilediffusion-tiny"), tmp_path / "file", CalibrationSettings(num_prompts=1))
+    assert (folder / "keep.txt").read_text() == "x\n" and (folder / "sub").is_dir()
+    assert (tmp_path / "file").read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D", "file"]
+
+
+def test_overwrite_replaces_only_after_success(tmp_path, monkeypatch):
+    folder = tmp_path / "D"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x\n")
+    settings = CalibrationSettings(num_prompts=1, steps=1, photos=1)
+
+    def broken_photos(*args, **kwargs):  # fails after the sampling, before anything is written
+        raise RuntimeError("photos unavailable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("calibration.builders.photo_batch", broken_photos)
+        with pytest.raises(RuntimeError, match="photos unavailable"):
+            build_calibration(get_preset("mobilediffusion-tiny"), folder, settings, overwrite=True)
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]  # the failed run kept the old folder
+    assert [p.name for p in tmp_path.iterdir()] == ["D"]  # and left no staging sibling
+
+    build_calibration(get_preset("mobilediffusion-tiny"), folder, settings, overwrite=True)
+    assert not (folder / "keep.txt").exists() and (folder / "calibration.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["D"]  # the set-aside old folder is gone too
+
+
+def test_resolution_must_be_a_positive_multiple(tmp_path):
+    for resolution in (0, -64, 60):
+        with pytest.raises(CalibrationError, match="positive multiple of 32"):
+            build_calibration(get_preset("mobilediffusion-tiny"), tmp_path / "x",
+                              CalibrationSettings(num_prompts=1, steps=1, resolution=resolution))
+    assert not (tmp_path / "x").exists()

@@ -104,3 +104,31 @@ def test_export_failure_leaves_the_directory_untouched(export_copy, capsys):
     assert sorted(p.name for p in export_copy.iterdir()) == before
     assert read_manifest(export_copy) == manifest
     write_json_atomic(export_copy / "manifest.json", manifest)  # the writer itself is atomic too
+
+
+def test_an_entry_without_tolerance_is_a_clear_error_naming_file_and_key(export_copy, capsys):
+    manifest = read_manifest(export_copy)
+    del manifest["artifacts"][0]["tolerance"]
+    write_json_atomic(export_copy / "manifest.json", manifest)
+    (export_copy / "parity.md").write_text("earlier report\n")
+    assert main(["parity", str(export_copy)]) == 2
+    err = capsys.readouterr().err
+    assert f"{export_copy / 'manifest.json'}: entry {manifest['artifacts'][0]['file']} has no 'tolerance'" in err
+    assert (export_copy / "parity.md").read_text() == "earlier report\n"
+
+
+def test_bad_threads_are_refused_before_anything_runs(export_copy, capsys):
+    (export_copy / "parity.md").write_text("earlier report\n")
+    for threads in ("-1", "0"):
+        assert main(["parity", str(export_copy), "--threads", threads]) == 2
+        assert f"--threads must be at least 1, got {threads}" in capsys.readouterr().err
+    assert (export_copy / "parity.md").read_text() == "earlier report\n"  # not rewritten with false failures
+    assert main(["parity", str(export_copy), "--threads", "1"]) == 0  # a good value still runs every artifact
+
+
+def test_pipeline_gate_that_compared_nothing_fails(export_copy, capsys):
+    # vae_decoder only: no format holds the three networks of a pipeline
+    assert main(["parity", str(export_copy), "--pipeline", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["passed"] is False and "no pipeline compared" in captured.err
+    assert main(["parity", str(export_copy), "--json"]) == 0  # the artifacts themselves pass

@@ -18,7 +18,8 @@ TINY = "mobilediffusion-tiny"
 
 def test_a_few_steps_reduce_the_error_to_the_teacher(tmp_path):
     prune_preset(get_preset(TINY), "channels", 0.4, tmp_path / "pruned")
-    settings = DistillSettings(steps=8, learning_rate=1e-3, checkpoint_every=4)
+    # 12 steps: +1.2 to +1.9 dB over batch seeds 0-3 (measured); 8 steps gave +0.9 to +1.4, too close to the bar
+    settings = DistillSettings(steps=12, learning_rate=1e-3, checkpoint_every=4)
     report = distill_preset(TINY, tmp_path / "pruned", tmp_path / "distilled", settings)
     teacher_row, pruned_row, distilled_row = report["stages"]
     assert teacher_row["parity_psnr_db"] == 200.0 and teacher_row["params"] > pruned_row["params"]
@@ -30,10 +31,10 @@ def test_a_few_steps_reduce_the_error_to_the_teacher(tmp_path):
     assert 0.0 < pruned_row["image_psnr_db"] < 200.0 and 0.0 < distilled_row["image_psnr_db"] < 200.0
     # validations at step 0 and every checkpoint; the kept one is the best of them
     trail = report["validation"]["output_psnr_db"]
-    assert [e["step"] for e in trail] == [0, 4, 8]
+    assert [e["step"] for e in trail] == [0, 4, 8, 12]
     assert report["best_step"] == max(trail, key=lambda e: e["psnr_db"])["step"]
     log = [json.loads(line) for line in (tmp_path / "distilled" / LOG_FILE).read_text().splitlines()]
-    assert len(log) == 8 and log[-1]["loss"] < log[0]["loss"]
+    assert len(log) == 12 and log[-1]["loss"] < log[0]["loss"]
     # the distilled directory is itself a preset with the trained weights
     reloaded = load_module(load_preset_dir(tmp_path / "distilled"), "unet", None, 0).module
     student = load_module(load_preset_dir(tmp_path / "pruned"), "unet", None, 0).module
