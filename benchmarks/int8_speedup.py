@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 from md_export.export.manifest import read_manifest, write_json_atomic
 from md_export.parity import load_reference
 from md_export.quantize.driver import quantize_directory
-from md_export.runtimes import open_artifact
+from md_export.quantize.speed import paired_speed
 
 from .machine_peak import describe_peak, measure_machine_peak
 from .profile import profile
@@ -43,22 +41,6 @@ def _quantized(artifacts: Path, target: Path, recipe: str, calibration: Path) ->
     if not (target / "manifest.json").exists():
         quantize_directory(artifacts, recipe, target, calibration, progress=lambda m: print(f"  {m}", flush=True))
     return target
-
-
-def paired_p50_ms(pairs: list[tuple[Path, dict]], runs: int) -> list[float]:
-    runners = []
-    for directory, entry in pairs:
-        runner = open_artifact(directory, entry)
-        feeds, _ = load_reference(directory, entry)
-        runner.run(feeds)  # first call: allocation, weight pre-packing
-        runners.append((runner, feeds))
-    samples: list[list[float]] = [[] for _ in runners]
-    for _ in range(runs):
-        for index, (runner, feeds) in enumerate(runners):
-            start = time.perf_counter()
-            runner.run(feeds)
-            samples[index].append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(s) for s in samples]
 
 
 def gemm_share(path: Path, runs: int) -> float:
@@ -82,7 +64,9 @@ def measure_directory(artifacts: Path, quantized: Path, runs: int) -> list[dict]
     for entry in read_manifest(quantized)["artifacts"]:
         source = fp32[entry["component"]]
         print(f"timing {entry['file']} against {source['file']}", flush=True)
-        fp32_ms, int8_ms = paired_p50_ms([(artifacts, source), (quantized, entry)], runs)
+        feeds, _ = load_reference(artifacts, source)
+        check = paired_speed(artifacts, source, quantized, entry, feeds, runs)
+        fp32_ms, int8_ms = check.source_p50_ms, check.p50_ms
         share = gemm_share(artifacts / source["file"], runs=1)
         kernels = entry.get("kernels") or {}
         rows.append({
