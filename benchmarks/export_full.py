@@ -1,6 +1,6 @@
 """Export the full `mobilediffusion` preset to every format and precision, then check parity.
 
-    python -m benchmarks.export_full --out out/mobilediffusion --json out/export_full.json
+    python -m md_export.benchmarks.export_full --out out/mobilediffusion --json out/export_full.json
 
 Prints one row per artifact: export seconds, size, and parity (max abs error, PSNR, status).
 Not a test: full-size conversions take minutes and gigabytes.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from md_export.export import export_preset
 from md_export.parity import check_directory
-from models import get_preset
+from md_export.models import get_preset
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Does int8 pay on this host? Each network's int8 speedup over its fp32 source, held against the
 int8/fp32 GEMM probe ratio measured in the same run, and int8 picture quality on trained weights.
 
-    python -m benchmarks.int8_speedup --artifacts out/md --calibration out/calib --out out/int8 \\
+    python -m md_export.benchmarks.int8_speedup --artifacts out/md --calibration out/calib --out out/int8 \\
         [--extra out/taesd,out/taesd-calib] [--micro-out out/micro] [--runs 5] [--json out/int8.json]
 
 Per fp32 ONNX network of each artifact directory (quantized with `--recipe` into `--out`, or
@@ -81,12 +81,12 @@ def measure_directory(artifacts: Path, quantized: Path, runs: int) -> list[dict]
 
 def micro_quality(out: Path, recipe: str, prompts: int, seeds: int) -> dict:
     """Trained micro weights: int8 pipeline image PSNR vs fp32 torch, and the fidelity gate."""
-    from calibration.builders import CalibrationSettings, build_calibration
+    from md_export.calibration.builders import CalibrationSettings, build_calibration
     from md_export.export import export_preset
     from md_export.pipeline_parity import check_pipelines
     from md_export.quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, measure,
                                    quality_prompts, torch_generate)
-    from models import get_preset
+    from md_export.models import get_preset
 
     preset = get_preset("mobilediffusion-micro")
     if not (out / "fp" / "manifest.json").exists():

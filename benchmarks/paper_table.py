@@ -32,7 +32,7 @@ CASES = (PipelineCase(1, 1.0), PipelineCase(8, 7.5))  # one-step (no guidance), 
 
 def _export(preset_name: str, resolution: int, out: Path, formats: list[str], progress: BenchProgress) -> Path:
     from md_export.export import export_preset
-    from models import get_preset
+    from md_export.models import get_preset
 
     directory = out / "artifacts"
     directory.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def _export(preset_name: str, resolution: int, out: Path, formats: list[str], pr
 
 def _costs(preset_name: str, resolution: int) -> dict:
     from md_export.summary import component_cost
-    from models import get_preset
+    from md_export.models import get_preset
 
     preset = get_preset(preset_name)
     return {c: component_cost(preset, c, resolution) for c in COMPONENTS}

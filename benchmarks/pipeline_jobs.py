@@ -17,8 +17,8 @@ def torch_pipeline_networks(preset_name: str, resolution: int | None, settings: 
     import torch
 
     from md_export.torch_networks import torch_networks
-    from models import get_preset
-    from models.presets import UnknownPresetError
+    from md_export.models import get_preset
+    from md_export.models.presets import UnknownPresetError
 
     try:
         preset = get_preset(preset_name)
@@ -39,7 +39,7 @@ def artifact_pipeline_networks(directory: str | Path, runtime: str, precision: s
     from md_export.export.manifest import ManifestError, read_manifest
     from md_export.runtimes.base import ArtifactLoadError
     from md_export.runtimes.open import verify_file
-    from models import get_preset
+    from md_export.models import get_preset
 
     directory = Path(directory)
     try:

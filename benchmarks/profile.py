@@ -398,7 +398,7 @@ def source_module(source: Source):
     no memory), when the manifest names its preset and component; None otherwise."""
     import torch
 
-    from models import build_component, get_preset
+    from md_export.models import build_component, get_preset
 
     if source.entry is None or not source.manifest:
         return None

@@ -1,6 +1,6 @@
 """Pruning x (params, GFLOPs, UNet latency on onnxruntime, parity to the teacher before/after distillation).
 
-    python -m benchmarks.prune_full --preset mobilediffusion --out out/prune_full --json out/prune_full.json
+    python -m md_export.benchmarks.prune_full --preset mobilediffusion --out out/prune_full --json out/prune_full.json
 
 For each variant (the unpruned teacher, magnitude sparsity, channel and head fractions, block counts):
 prune into a model directory, export its UNet to ONNX fp32 and time it with onnxruntime on the
@@ -35,7 +35,7 @@ def main() -> None:
     from md_export.export.manifest import write_text_atomic
     from md_export.prune.distill import STATE_FILE, DistillSettings
     from md_export.prune.workflow import distill_preset, prune_preset
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .paired import paired_unet_p50_ms
 

@@ -1,6 +1,6 @@
 """Quantization recipes on a full preset: size, UNet step latency vs fp32, UNet PSNR, image PSNR/SSIM.
 
-    python -m benchmarks.quantize_full --artifacts out/md --calibration out/calib --out out/quant \\
+    python -m md_export.benchmarks.quantize_full --artifacts out/md --calibration out/calib --out out/quant \\
         --recipes onnx-dynamic-int8,onnx-static-int8,tflite-dynamic-int8 --prompts 8 --steps 2
 
 `--artifacts` is an fp32 export (md-export export), `--calibration` a calibration directory

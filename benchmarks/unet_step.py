@@ -1,6 +1,6 @@
 """Torch eager latency of one UNet call (batch 1 and the guidance batch 2) for a preset.
 
-    python -m benchmarks.unet_step --preset mobilediffusion --runs 5
+    python -m md_export.benchmarks.unet_step --preset mobilediffusion --runs 5
 
 Prints JSON: per batch size, init time, first-call time and the median / min / max of the timed
 runs, plus the GFLOP/s the median implies. The full harness (runtimes, phones) is `md-export bench`.
@@ -17,7 +17,7 @@ import time
 import torch
 
 from md_export.summary import component_cost
-from models import build_component, component_example_inputs, get_preset
+from md_export.models import build_component, component_example_inputs, get_preset
 
 
 def time_unet(preset_name: str, resolution: int | None, batches: list[int], warmup: int, runs: int, threads: int) -> dict:

@@ -109,7 +109,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     from md_export.export.manifest import check_output_dir, make_output_dir, remove_created_dir
     from md_export.pipeline import TextToImagePipeline
     from md_export.torch_networks import load_module, torch_networks
-    from models import component_example_inputs
+    from md_export.models import component_example_inputs
 
     if settings.num_prompts < 1 or settings.steps < 1:
         raise CalibrationError("--num-prompts and --steps must be at least 1")

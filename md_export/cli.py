@@ -36,7 +36,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .summary import ablation_table, preset_summary
 
@@ -75,7 +75,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 # ---- generate ----------------------------------------------------------------------------
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from models import DEFAULT_PRESET, get_preset
+    from md_export.models import DEFAULT_PRESET, get_preset
 
     args.preset_given = args.preset is not None
     preset = get_preset(args.preset or DEFAULT_PRESET)
@@ -176,7 +176,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .export import export_preset
     from .export.manifest import check_output_dir
@@ -276,8 +276,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from calibration.builders import CalibrationError, CalibrationSettings, build_calibration
-    from models import COMPONENTS, get_preset
+    from md_export.calibration.builders import CalibrationError, CalibrationSettings, build_calibration
+    from md_export.models import COMPONENTS, get_preset
 
     from .export.manifest import check_output_dir
     from .torch_networks import allowed_random, require_checkpoint_components
@@ -345,7 +345,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .export.manifest import check_output_dir
     from .main_job import MainJobSettings, run_main_job
@@ -390,7 +390,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from models import DEFAULT_PRESET, preset_names
+    from md_export.models import DEFAULT_PRESET, preset_names
 
     from .samplers import SAMPLERS
     from .torch_networks import add_allow_random_argument
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="alternating timed calls against the float source (default 3; 0 skips the speed check)")
     quantize.set_defaults(func=cmd_quantize)
 
-    from benchmarks.cli import register as register_bench
+    from md_export.benchmarks.cli import register as register_bench
 
     register_bench(sub)
 
@@ -516,13 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models import CheckpointError, UnknownPresetError
+    from md_export.models import CheckpointError, UnknownPresetError
 
     from .errors import MdExportError
     from .export.manifest import ManifestError
     from .export.types import ExportError
     from .parity import ParityFailure
-    from calibration.builders import CalibrationError
+    from md_export.calibration.builders import CalibrationError
 
     from .runtimes import ArtifactLoadError, InputMismatchError, RuntimeUnavailableError
     from .tokenizer import PromptTruncatedWarning

@@ -31,7 +31,7 @@ def _check_out(out: str) -> None:
 def _require_weights(preset, checkpoint_dir, args, components=None) -> None:
     """Every component the command loads (all four: the model directory it writes holds them) must
     come from the checkpoint directory, unless --allow-random names it."""
-    from models import COMPONENTS
+    from md_export.models import COMPONENTS
 
     from .torch_networks import allowed_random, require_checkpoint_components
 
@@ -39,7 +39,7 @@ def _require_weights(preset, checkpoint_dir, args, components=None) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .prune.workflow import prune_preset
 
@@ -75,7 +75,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .prune.report import markdown_table
     from .prune.workflow import distill_preset
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     out = args.out or str(Path(args.student).resolve()) + "-distilled"
     _check_out(out)
@@ -100,7 +100,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_train_decoder(args: argparse.Namespace) -> int:
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .prune.decoder_training import DecoderTrainSettings
     from .prune.training_workflow import train_decoder_preset
@@ -128,7 +128,7 @@ def cmd_train_decoder(args: argparse.Namespace) -> int:
 
 
 def cmd_ufogen(args: argparse.Namespace) -> int:
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .prune.training_workflow import ufogen_preset
     from .prune.ufogen import UFOGenSettings
@@ -154,7 +154,7 @@ def cmd_ufogen(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from models import DEFAULT_PRESET
+    from md_export.models import DEFAULT_PRESET
 
     from .prune.workflow import METHODS
     from .torch_networks import add_allow_random_argument

@@ -14,7 +14,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .train import TrainSettings, train_micro
 
@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .errors import BadArgumentError
     from .quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, check_gate, measure,

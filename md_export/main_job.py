@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from models import Preset
+from md_export.models import Preset
 
 from .artifacts import artifact_networks
 from .export import export_preset
@@ -121,7 +121,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     recipes = [r for r in settings.recipes if r.split("-")[0] in settings.formats]
     report["quantized"] = {}
     if recipes:
-        from calibration.builders import CalibrationSettings, build_calibration
+        from md_export.calibration.builders import CalibrationSettings, build_calibration
 
         from .quantize.driver import quantize_directory, quantize_summary
 
@@ -178,7 +178,7 @@ def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
     chart per directory (bench/<name>.json|md|png), summarised in the report."""
     import argparse
 
-    from benchmarks.cli import register
+    from md_export.benchmarks.cli import register
 
     parser = argparse.ArgumentParser(prog="md-export")
     register(parser.add_subparsers(dest="command"))

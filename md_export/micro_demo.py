@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models import get_preset
-from models.presets import MICRO_PRESET
-from models.shipped_weights import shipped_weights_dir
+from md_export.models import get_preset
+from md_export.models.presets import MICRO_PRESET
+from md_export.models.shipped_weights import shipped_weights_dir
 
 from .images import save_png
 from .pipeline import TextToImagePipeline

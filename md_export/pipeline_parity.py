@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.builders import load_prompts
+from md_export.calibration.builders import load_prompts
 
 from .artifacts import artifact_networks
 from .export.manifest import read_manifest
@@ -67,7 +67,7 @@ def check_pipelines(directory: str | Path, prompts: int = 2, steps: int = 4, see
                     progress=None) -> list[PipelineParity]:
     from skimage.metrics import structural_similarity
 
-    from models import get_preset
+    from md_export.models import get_preset
 
     from .torch_networks import torch_networks
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import ABLATION_STEPS, Preset, build_component, component_example_inputs, get_preset
-from models.presets import ABLATION_CHANGES
+from md_export.models import ABLATION_STEPS, Preset, build_component, component_example_inputs, get_preset
+from md_export.models.presets import ABLATION_CHANGES
 
 SUMMARY_COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from torch import nn
 
-from models import (COMPONENTS, CheckpointError, Preset, build_component, component_example_inputs,
+from md_export.models import (COMPONENTS, CheckpointError, Preset, build_component, component_example_inputs,
                     load_component, load_text_encoder_from_hf, preset_checkpoint_dir, save_component)
-from models.shipped_weights import shipped_weights_dir
+from md_export.models.shipped_weights import shipped_weights_dir
 
 from .errors import MdExportError
 from .pipeline import Networks

@@ -48,7 +48,7 @@ class Job:
 @lru_cache(maxsize=None)
 def _cost(preset_name: str, component: str, resolution: int | None) -> float:
     from md_export.summary import component_cost
-    from models import get_preset
+    from md_export.models import get_preset
 
     return component_cost(get_preset(preset_name), component, resolution).gflops
 
@@ -189,8 +189,8 @@ def preset_jobs(preset_name: str, settings: HostSettings, components: list[str] 
     import torch
 
     from md_export.runtimes.torch_runner import TorchRunner
-    from models import build_component, component_example_inputs, get_preset
-    from models.presets import UnknownPresetError
+    from md_export.models import build_component, component_example_inputs, get_preset
+    from md_export.models.presets import UnknownPresetError
 
     try:
         preset = get_preset(preset_name)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Iterable
 
-from models import Preset, component_example_inputs
+from md_export.models import Preset, component_example_inputs
 
 from ..torch_networks import default_checkpoint_dir, load_module
 from .driver import Progress, export_targets, planned_steps

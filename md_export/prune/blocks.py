@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.attention import SpatialTransformer
-from models.unet import MobileUNet
+from md_export.models.attention import SpatialTransformer
+from md_export.models.unet import MobileUNet
 
 from .errors import PruneError
 from .rebuild import rebuild_unet

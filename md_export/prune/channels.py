@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.conv_blocks import SeparableConv2d
-from models.unet import MobileUNet
+from md_export.models.conv_blocks import SeparableConv2d
+from md_export.models.unet import MobileUNet
 
 from .errors import PruneError
 from .rebuild import Keep, rebuild_unet

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import Preset
-from models.unet import MobileUNet
+from md_export.models import Preset
+from md_export.models.unet import MobileUNet
 
 from ..parity import psnr_db
 from .checkpointing import load_state, save_state

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.attention import Attention
-from models.unet import MobileUNet
+from md_export.models.attention import Attention
+from md_export.models.unet import MobileUNet
 
 from .errors import PruneError
 from .rebuild import Keep, rebuild_unet

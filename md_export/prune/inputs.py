@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import Preset
+from md_export.models import Preset
 
 from .errors import PruneError
 
@@ -29,7 +29,7 @@ def random_unet_inputs(preset: Preset, count: int, generator: torch.Generator,
 def calibration_unet_inputs(directory: str | Path, preset: Preset,
                             resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every recorded UNet call of `md-export calibrate` (real sampler inputs)."""
-    from calibration.builders import CalibrationError, load_calibration
+    from md_export.calibration.builders import CalibrationError, load_calibration
 
     try:
         arrays = load_calibration(directory, "unet")

@@ -11,9 +11,9 @@ from typing import Callable
 
 import torch
 
-from models.checkpoint import load_state_dict_strict
-from models.unet import MobileUNet
-from models.unet_config import UNetConfig
+from md_export.models.checkpoint import load_state_dict_strict
+from md_export.models.unet import MobileUNet
+from md_export.models.unet_config import UNetConfig
 
 Keep = dict[str, list[tuple[int, torch.Tensor]]]  # new key -> [(dim, kept indices), ...]
 

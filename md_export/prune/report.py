@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import Preset, component_example_inputs
+from md_export.models import Preset, component_example_inputs
 
 from ..parity import compare, psnr_db
 from ..summary import component_cost
@@ -32,7 +32,7 @@ def parity_to_teacher(teacher: nn.Module, student: nn.Module, inputs: tuple[torc
 @torch.no_grad()
 def torch_latency_ms(module: nn.Module, inputs: tuple[torch.Tensor, ...], runs: int = 3) -> float:
     """Median wall time of one eager call (batch as given), timed by the benchmark harness."""
-    from benchmarks.harness import time_calls
+    from md_export.benchmarks.harness import time_calls
 
     module.eval()
     _, samples, _ = time_calls(lambda: module(*inputs), warmup=0, runs=runs)
@@ -47,7 +47,7 @@ class ImageProbe:
 
     def __init__(self, preset: Preset, text_encoder: nn.Module, vae_decoder: nn.Module, teacher_unet: nn.Module,
                  prompts: int = 1, steps: int = 4, seed: int = 0):
-        from calibration.builders import load_prompts
+        from md_export.calibration.builders import load_prompts
 
         self.preset, self.steps, self.seed = preset, steps, seed
         self.prompts = load_prompts()[:prompts]

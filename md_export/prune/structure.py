@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.attention import BasicTransformerBlock, SpatialTransformer
-from models.conv_blocks import ResnetBlock
-from models.unet import MobileUNet
+from md_export.models.attention import BasicTransformerBlock, SpatialTransformer
+from md_export.models.conv_blocks import ResnetBlock
+from md_export.models.unet import MobileUNet
 
 
 def resnets(unet: MobileUNet) -> list[tuple[str, nn.Module]]:

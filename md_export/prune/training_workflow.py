@@ -9,8 +9,8 @@ from typing import Callable
 
 import torch
 
-from models import Preset, get_preset
-from models.preset_io import write_preset_files
+from md_export.models import Preset, get_preset
+from md_export.models.preset_io import write_preset_files
 
 from ..torch_networks import load_module
 from .checkpointing import load_state, save_state

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.unet import MobileUNet
+from md_export.models.unet import MobileUNet
 
 from ..samplers import NoiseSchedule
 from .errors import PruneError

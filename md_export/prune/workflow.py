@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from models import COMPONENTS, Preset, component_example_inputs, get_preset, load_preset_dir, save_preset_dir
-from models.preset_io import is_preset_dir, write_preset_files
+from md_export.models import COMPONENTS, Preset, component_example_inputs, get_preset, load_preset_dir, save_preset_dir
+from md_export.models.preset_io import is_preset_dir, write_preset_files
 
 from ..torch_networks import load_module
 from .blocks import remove_blocks

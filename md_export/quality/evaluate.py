@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from models import Preset, get_preset
+from md_export.models import Preset, get_preset
 
 from ..errors import BadArgumentError
 from ..parity import ParityFailure

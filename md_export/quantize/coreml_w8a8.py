@@ -218,7 +218,7 @@ class FixedLengthTextEncoder(nn.Module):
 
 def traceable(module: nn.Module, sample_inputs: dict[str, torch.Tensor]) -> nn.Module:
     """The module in a form torch.fx symbolic tracing (LinearQuantizer.prepare) accepts."""
-    from models.text_encoder import CLIPTextEncoder
+    from md_export.models.text_encoder import CLIPTextEncoder
 
     if isinstance(module, CLIPTextEncoder):
         return FixedLengthTextEncoder(module, next(iter(sample_inputs.values())).shape[1]).eval()
@@ -330,7 +330,7 @@ def quantize(entry: dict, source: dict, artifacts: Path, package: Path, feeds: l
 
     Returns the extra manifest fields: the torch fake-quant parity (metrics, gate violations) and
     the program's quantization op counts."""
-    from models import get_preset
+    from md_export.models import get_preset
 
     from ..export import coreml as backend
     from ..export.types import ExportTarget

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from calibration.builders import CalibrationError, calibration_feeds, read_calibration_manifest
+from md_export.calibration.builders import CalibrationError, calibration_feeds, read_calibration_manifest
 
 from ..errors import BadArgumentError, MdExportError
 from ..export.driver import replace_path

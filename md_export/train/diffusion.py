@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import CLIPTextEncoder, MobileUNet
+from md_export.models import CLIPTextEncoder, MobileUNet
 
 from ..samplers import TRAIN_TIMESTEPS, NoiseSchedule
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from models import Preset, build_component, save_component
+from md_export.models import Preset, build_component, save_component
 
 from ..errors import BadArgumentError
 from ..export.manifest import write_text_atomic

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from models import get_preset
-from models.presets import MICRO_PRESET
-from models.shipped_weights import WEIGHTS_ROOT
+from md_export.models import get_preset
+from md_export.models.presets import MICRO_PRESET
+from md_export.models.shipped_weights import WEIGHTS_ROOT
 
 from ..data.digits import DIGIT_WORDS, caption as digit_caption
 from ..data.shapes import all_scenes

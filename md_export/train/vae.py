@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from models import VAEDecoder, VAEEncoder
+from md_export.models import VAEDecoder, VAEEncoder
 
 LATENT_NOISE = 0.1  # std of the noise added to latents before decoding, in training only
 LATENT_REG = 0.05  # weight of the per-channel mean / variance penalty

@@ -13,7 +13,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 
 
 def run_cli(argv: list[str]) -> int:
-    from benchmarks.cli import register
+    from md_export.benchmarks.cli import register
 
     parser = argparse.ArgumentParser(prog="md-export")
     register(parser.add_subparsers(dest="command", required=True))
@@ -34,7 +34,7 @@ def cli():
 def onnx_dir(tmp_path_factory):
     """text_encoder, unet, vae_decoder of mobilediffusion-tiny as ONNX fp32, with reference inputs."""
     from md_export.export import export_preset
-    from models import get_preset
+    from md_export.models import get_preset
 
     out = tmp_path_factory.mktemp("bench_onnx")
     export_preset(get_preset("mobilediffusion-tiny"), ["text_encoder", "unet", "vae_decoder"], ["onnx"], ["fp32"], out)
@@ -44,7 +44,7 @@ def onnx_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tflite_dir(tmp_path_factory):
     from md_export.export import export_preset
-    from models import get_preset
+    from md_export.models import get_preset
 
     out = tmp_path_factory.mktemp("bench_tflite")
     export_preset(get_preset("mobilediffusion-tiny"), ["vae_decoder"], ["tflite"], ["fp32"], out)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.schema import validate
+from md_export.benchmarks.schema import validate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 

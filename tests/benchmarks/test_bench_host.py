@@ -6,8 +6,8 @@ import platform
 
 import pytest
 
-from benchmarks.machine_peak import _per_cycle, gemm_model, measure_machine_peak
-from benchmarks.schema import validate
+from md_export.benchmarks.machine_peak import _per_cycle, gemm_model, measure_machine_peak
+from md_export.benchmarks.schema import validate
 from md_export.export.manifest import read_manifest
 
 FAST = ["--warmup", "0", "--runs", "2", "--no-peak", "--no-progress"]
@@ -171,7 +171,7 @@ def test_unwritable_output_fails_before_measuring(tmp_path, cli, capsys):
 
 
 def test_int8_speedup_is_held_against_the_probe_and_its_amdahl_bound():
-    from benchmarks.int8_speedup import hold_against
+    from md_export.benchmarks.int8_speedup import hold_against
 
     row = {"speedup": 2.0, "fp32_gemm_time_share": 0.9}
     hold_against(row, 15.0)

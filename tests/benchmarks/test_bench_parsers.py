@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.parsers import ParseError, parse_benchmark_model, parse_perf_test
+from md_export.benchmarks.parsers import ParseError, parse_benchmark_model, parse_perf_test
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.profile import (GRAPH, UNMAPPED, LiteRTNames, _class_name, onnx_module, parse_op_profile,
+from md_export.benchmarks.profile import (GRAPH, UNMAPPED, LiteRTNames, _class_name, onnx_module, parse_op_profile,
                                 read_ort_trace)
 from md_export.errors import MdExportError
-from models import build_component, get_preset
+from md_export.models import build_component, get_preset
 
 PRESET = "mobilediffusion-tiny"
 # Shares are each row's ms over the sum of the same rows' ms: only float rounding separates their

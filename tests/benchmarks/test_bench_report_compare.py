@@ -3,10 +3,10 @@ import os
 
 import pytest
 
-from benchmarks.compare import compare
-from benchmarks.harness import Timing, make_item
-from benchmarks.report import chart_png, markdown_table, write_json
-from benchmarks.schema import add_item, new_result
+from md_export.benchmarks.compare import compare
+from md_export.benchmarks.harness import Timing, make_item
+from md_export.benchmarks.report import chart_png, markdown_table, write_json
+from md_export.benchmarks.schema import add_item, new_result
 from md_export.errors import MdExportError, OutputError
 
 

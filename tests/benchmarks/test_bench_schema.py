@@ -2,8 +2,8 @@ import copy
 
 import pytest
 
-from benchmarks.harness import Timing, make_item
-from benchmarks.schema import SCHEMA, SchemaError, add_item, new_result, validate
+from md_export.benchmarks.harness import Timing, make_item
+from md_export.benchmarks.schema import SCHEMA, SchemaError, add_item, new_result, validate
 
 
 def sample_result() -> dict:

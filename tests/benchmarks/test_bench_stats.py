@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.harness import Timing, fraction_of_peak, make_item, time_calls
-from benchmarks.stats import STAT_KEYS, latency_stats, partial_stats
+from md_export.benchmarks.harness import Timing, fraction_of_peak, make_item, time_calls
+from md_export.benchmarks.stats import STAT_KEYS, latency_stats, partial_stats
 
 
 def test_stats_on_1_to_100():
@@ -86,7 +86,7 @@ def test_sigterm_becomes_an_interrupt_and_is_restored():
     import os
     import signal
 
-    from benchmarks.interrupts import sigterm_as_interrupt
+    from md_export.benchmarks.interrupts import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):

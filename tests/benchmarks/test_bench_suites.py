@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.parsers import ParseError, parse_litert_benchmark_json
-from benchmarks.schema import validate
+from md_export.benchmarks.parsers import ParseError, parse_litert_benchmark_json
+from md_export.benchmarks.schema import validate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from calibration.builders import (CalibrationError, CalibrationSettings, build_calibration, calibration_feeds,
+from md_export.calibration.builders import (CalibrationError, CalibrationSettings, build_calibration, calibration_feeds,
                                   load_prompts)
-from models import get_preset
+from md_export.models import get_preset
 
 
 def test_prompt_set_is_large_varied_and_fixed():
@@ -117,7 +117,7 @@ def test_overwrite_replaces_only_after_success(tmp_path, monkeypatch):
         raise RuntimeError("photos unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr("calibration.builders.photo_batch", broken_photos)
+        patch.setattr("md_export.calibration.builders.photo_batch", broken_photos)
         with pytest.raises(RuntimeError, match="photos unavailable"):
             build_calibration(get_preset("mobilediffusion-tiny"), folder, settings, overwrite=True)
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]  # the failed run kept the old folder

@@ -10,7 +10,7 @@ from PIL import Image
 
 from md_export.cli import main
 from md_export.torch_networks import save_checkpoint_dir
-from models import build_component, get_preset
+from md_export.models import build_component, get_preset
 
 
 def test_summary_json_keys(capsys):

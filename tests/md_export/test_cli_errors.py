@@ -15,7 +15,7 @@ from md_export import export_model
 from md_export.cli import main
 from md_export.errors import MdExportError
 from md_export.torch_networks import require_checkpoint_components, save_checkpoint_dir
-from models import COMPONENTS, build_component, get_preset
+from md_export.models import COMPONENTS, build_component, get_preset
 
 TINY = "mobilediffusion-tiny"
 UNWRITABLE = "/proc/md-export-test"  # exists as a folder name nobody can create
@@ -25,7 +25,7 @@ UNWRITABLE = "/proc/md-export-test"  # exists as a folder name nobody can create
 def place(tmp_path_factory):
     """One tiny export (vae_decoder, ONNX), one tiny calibration, and a file and a non-empty folder
     that must survive every failed command untouched."""
-    from calibration.builders import CalibrationSettings, build_calibration
+    from md_export.calibration.builders import CalibrationSettings, build_calibration
     from md_export.export import export_preset
 
     root = tmp_path_factory.mktemp("cli_errors")

@@ -11,7 +11,7 @@ from md_export.export import export_preset
 from md_export.export.manifest import read_manifest, write_json_atomic
 from md_export.parity import check_directory, compare, psnr_db
 from md_export.runtimes import ArtifactLoadError, InputMismatchError, open_artifact
-from models import get_preset
+from md_export.models import get_preset
 
 
 def test_psnr_is_apples_formula():

@@ -3,7 +3,7 @@ import pytest
 
 from md_export.pipeline import TextToImagePipeline
 from md_export.torch_networks import torch_networks
-from models import get_preset
+from md_export.models import get_preset
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models import CheckpointError, build_component, get_preset, load_component, save_component
+from md_export.models import CheckpointError, build_component, get_preset, load_component, save_component
 
 
 @pytest.fixture

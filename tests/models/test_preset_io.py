@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from models import (COMPONENTS, PresetFileError, UnknownPresetError, build_component, get_preset, load_preset_dir,
+from md_export.models import (COMPONENTS, PresetFileError, UnknownPresetError, build_component, get_preset, load_preset_dir,
                     preset_checkpoint_dir, save_preset_dir)
-from models.preset_io import preset_from_dict, preset_to_dict
-from models.unet import MobileUNet
+from md_export.models.preset_io import preset_from_dict, preset_to_dict
+from md_export.models.unet import MobileUNet
 
 
 def test_every_named_preset_round_trips_through_json():

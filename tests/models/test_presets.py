@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from models import PRESETS, UnknownPresetError, get_preset
-from models.presets import ABLATION_STEPS, TINY_SUFFIX
+from md_export.models import PRESETS, UnknownPresetError, get_preset
+from md_export.models.presets import ABLATION_STEPS, TINY_SUFFIX
 
 
 def test_every_preset_has_a_tiny_twin_with_the_same_switches():

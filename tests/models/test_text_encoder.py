@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from models import CLIPTextEncoder, CheckpointError, TextEncoderConfig, load_text_encoder_from_hf
-from models.checkpoint import clip_state_dict_from_hf, load_state_dict_strict
+from md_export.models import CLIPTextEncoder, CheckpointError, TextEncoderConfig, load_text_encoder_from_hf
+from md_export.models.checkpoint import clip_state_dict_from_hf, load_state_dict_strict
 
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=77, hidden_act="quick_gelu")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models import MobileUNet, build_component, component_example_inputs, get_preset
-from models.presets import ABLATION_STEPS
+from md_export.models import MobileUNet, build_component, component_example_inputs, get_preset
+from md_export.models.presets import ABLATION_STEPS
 
 
 def n_params(module) -> int:

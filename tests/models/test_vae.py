@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from models import VAEDecoder, build_component, component_example_inputs, get_preset
-from models.presets import LIGHT_VAE, SD15_VAE, TAESD_VAE
+from md_export.models import VAEDecoder, build_component, component_example_inputs, get_preset
+from md_export.models.presets import LIGHT_VAE, SD15_VAE, TAESD_VAE
 
 
 def n_params(module) -> int:

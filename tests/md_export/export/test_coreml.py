@@ -6,7 +6,7 @@ from md_export.export import export_preset
 from md_export.export.coreml import CoreMLValidationError, validate
 from md_export.export.manifest import read_manifest
 from md_export.parity import check_directory
-from models import get_preset
+from md_export.models import get_preset
 
 
 @pytest.fixture(scope="module")

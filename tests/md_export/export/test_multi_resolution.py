@@ -4,7 +4,7 @@ import pytest
 
 from md_export.export import export_preset
 from md_export.parity import check_directory
-from models import get_preset
+from md_export.models import get_preset
 
 
 @pytest.fixture(scope="module")

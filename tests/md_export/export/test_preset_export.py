@@ -8,7 +8,7 @@ import pytest
 from md_export.export import export_preset
 from md_export.export.coreml import describe
 from md_export.parity import check_directory
-from models import get_preset
+from md_export.models import get_preset
 
 PRESET = "mobilediffusion-tiny"
 COMPONENTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")

@@ -3,7 +3,7 @@
 import json
 
 from md_export.cli import main
-from models import get_preset, is_preset_dir
+from md_export.models import get_preset, is_preset_dir
 
 TINY = "mobilediffusion-tiny"
 

@@ -4,7 +4,7 @@ import torch
 
 from md_export.prune.decoder_training import DecoderTrainSettings, train_decoder
 from md_export.prune.photos import center_crops, load_photos, random_crops
-from models import build_component, get_preset
+from md_export.models import build_component, get_preset
 
 TINY = get_preset("mobilediffusion-tiny")
 SETTINGS = DecoderTrainSettings(epochs=2, steps_per_epoch=8, batch_size=2, resolution=32, learning_rate=1e-3)

@@ -11,7 +11,7 @@ from md_export.prune.inputs import ranking_inputs
 from md_export.prune.report import parity_to_teacher
 from md_export.prune.workflow import VALIDATION_SEED, distill_preset, prune_preset
 from md_export.torch_networks import load_module
-from models import get_preset, load_preset_dir
+from md_export.models import get_preset, load_preset_dir
 
 TINY = "mobilediffusion-tiny"
 
@@ -91,7 +91,7 @@ def test_a_diverging_run_hands_back_its_best_checkpoint_not_its_last(tmp_path):
 
 
 def test_calibration_rows_held_out_for_validation_and_evaluation_are_never_trained_on(tmp_path):
-    from calibration.builders import CalibrationSettings, build_calibration
+    from md_export.calibration.builders import CalibrationSettings, build_calibration
     from md_export.prune.errors import PruneError
     from md_export.prune.inputs import calibration_unet_inputs, distill_inputs
 

@@ -12,7 +12,7 @@ from md_export.prune.magnitude import prunable_weights
 from md_export.prune.structure import transformer_blocks
 from md_export.prune.workflow import prune_preset
 from md_export.torch_networks import load_module
-from models import component_example_inputs, get_preset
+from md_export.models import component_example_inputs, get_preset
 
 TINY = "mobilediffusion-tiny"
 

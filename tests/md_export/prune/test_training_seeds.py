@@ -4,7 +4,7 @@ import torch
 
 from md_export.prune.distill import DistillSettings, batch_for_step
 from md_export.prune.inputs import EVAL_SEED, VALIDATION_SEED, random_unet_inputs, training_seed
-from models import get_preset
+from md_export.models import get_preset
 
 HELD_OUT = {EVAL_SEED, VALIDATION_SEED}
 

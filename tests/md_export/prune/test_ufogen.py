@@ -6,7 +6,7 @@ import torch
 from md_export.prune.ufogen import (UFOGenSettings, UFOGenTrainer, UNetDiscriminator, alphas_cumprod,
                                     discriminator_loss, generator_loss, predict_x0, q_sample, reconstruction_error,
                                     ufogen_forward)
-from models import build_component, get_preset
+from md_export.models import build_component, get_preset
 
 TINY = get_preset("mobilediffusion-tiny")
 

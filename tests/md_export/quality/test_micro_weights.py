@@ -10,8 +10,8 @@ from md_export.cli import main
 from md_export.pipeline import TextToImagePipeline
 from md_export.quality import fidelity, score_image
 from md_export.torch_networks import load_module, torch_networks
-from models import COMPONENTS, get_preset
-from models.shipped_weights import WEIGHTS_ROOT, shipped_weights_dir
+from md_export.models import COMPONENTS, get_preset
+from md_export.models.shipped_weights import WEIGHTS_ROOT, shipped_weights_dir
 
 MICRO = "mobilediffusion-micro"
 # Fixed prompts (training-split captions and digits), seed 0, the preset's 20 steps and guidance 5:

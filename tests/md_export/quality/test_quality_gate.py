@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from md_export.cli import main
 from md_export.export import export_preset
 from md_export.export.manifest import sha256_of
-from models import get_preset
+from md_export.models import get_preset
 
 GATE_ARGS = ["--prompts", "train", "--num-prompts", "5", "--seeds", "1", "--steps", "10", "--json"]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from calibration.builders import CalibrationSettings, build_calibration
+from md_export.calibration.builders import CalibrationSettings, build_calibration
 from md_export import export_model
 from md_export.cli import main
 from md_export.export import export_preset
@@ -21,7 +21,7 @@ from md_export.export.manifest import read_manifest
 from md_export.parity import check_directory
 from md_export.quantize import coreml_w8a8
 from md_export.quantize.recipes import RECIPES
-from models import get_preset
+from md_export.models import get_preset
 
 RECIPE = "coreml-w8a8"
 WEIGHTS = "Data/com.apple.CoreML/weights/weight.bin"

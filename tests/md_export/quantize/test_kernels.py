@@ -4,12 +4,12 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.builders import CalibrationSettings, build_calibration
+from md_export.calibration.builders import CalibrationSettings, build_calibration
 from md_export.cli import main
 from md_export.export import export_preset
 from md_export.export.manifest import read_manifest
 from md_export.quantize.kernels import module_of, onnx_kernel_report, tflite_kernel_report
-from models import get_preset
+from md_export.models import get_preset
 
 PRESET = "mobilediffusion-taesd-tiny"  # the TAESD-style decoder: conv + ReLU, the layout int8 kernels want
 

@@ -4,14 +4,14 @@
 import pytest
 import torch
 
-from calibration.builders import CalibrationSettings, build_calibration
+from md_export.calibration.builders import CalibrationSettings, build_calibration
 from md_export import export_model
 from md_export.cli import main
 from md_export.export import export_preset
 from md_export.export.manifest import read_manifest
 from md_export.parity import check_directory
 from md_export.quantize.recipes import RECIPES
-from models import get_preset
+from md_export.models import get_preset
 
 PRESET = "mobilediffusion-tiny"
 

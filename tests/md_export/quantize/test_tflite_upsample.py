@@ -13,7 +13,7 @@ from md_export import export_model
 from md_export.cli import main
 from md_export.export.tflite import AEQ_CHUNKED_BYTES, split_large_convs
 from md_export.parity import check_directory
-from models.conv_blocks import Upsample
+from md_export.models.conv_blocks import Upsample
 
 
 def test_split_convs_compute_the_same_and_are_restored():

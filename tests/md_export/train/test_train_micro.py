@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from models import get_preset
+from md_export.models import get_preset
 from md_export.errors import BadArgumentError
 from md_export.train import TrainSettings, train_micro
 

@@ -1,0 +1,1 @@
+"""Quantization recipes per format, the fallback search, and what the runtime really runs."""
