@@ -1,5 +1,13 @@
-"""CLIP BPE tokenizer, offline: transformers' CLIPTokenizer built from the vocabulary that ships
-inside the open-clip-torch wheel (no hub access).
+"""CLIP BPE tokenizer, offline: transformers' CLIPTokenizer over the CLIP vocabulary that ships
+with this package (`tokenizer_data/vocab.json` + `merges.txt`, MIT, see its LICENSE), after the
+original CLIP text clean-up.
+
+    prompt ─> ftfy.fix_text ─> html.unescape (twice) ─> whitespace folded ─> lower case
+           ─> byte-level BPE (transformers, tokenizers backend) ─> <|startoftext|> ids <|endoftext|>
+
+The clean-up is OpenAI's (and open_clip's): transformers' tokenizers-backed CLIPTokenizer skips
+it, so without it "&amp;", curly quotes, mojibake ("donâ€™t") and full-width letters ("ＡＢＣ":
+9 ids instead of 1) tokenize differently from the text encoder's training data.
 
 Output is SD's convention: <|startoftext|> prompt tokens <|endoftext|>, padded with <|endoftext|>
 to 77 ids. Longer prompts are truncated (keeping the closing <|endoftext|>) with a warning.
@@ -8,56 +16,39 @@ to 77 ids. Longer prompts are truncated (keeping the closing <|endoftext|>) with
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.util
+import html
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 CONTEXT_LENGTH = 77
-_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
-_MERGES = 49152 - 256 - 2  # the merges CLIP uses from that file (the rest are unused)
+DATA = Path(__file__).resolve().parent / "tokenizer_data"
 
 
 class PromptTruncatedWarning(UserWarning):
     pass
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable-unicode table (the first 256 vocabulary entries)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
+def clean_text(text: str) -> str:
+    """CLIP's basic_clean + whitespace_clean + lower case."""
+    import ftfy
 
-
-def vocabulary_file() -> Path:
-    # find_spec locates the package without importing it (open_clip imports torchvision and timm).
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("open-clip-torch is not installed: it carries the CLIP BPE vocabulary")
-    path = Path(list(spec.submodule_search_locations)[0]) / _VOCAB_FILE
-    if not path.is_file():
-        raise RuntimeError(f"CLIP vocabulary not found at {path}")
-    return path
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip().lower()
 
 
 @functools.lru_cache(maxsize=1)
 def _hf_tokenizer():
     from transformers import CLIPTokenizer
 
-    lines = gzip.open(vocabulary_file(), "rt", encoding="utf-8").read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : _MERGES + 1]]
-    symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={token: index for index, token in enumerate(vocab)}, merges=merges)
+    import json
+
+    vocab = json.loads((DATA / "vocab.json").read_text(encoding="utf-8"))
+    lines = (DATA / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
+    return CLIPTokenizer(vocab=vocab, merges=merges)
 
 
 class Tokenizer:
@@ -70,7 +61,7 @@ class Tokenizer:
         self.eos_id = self._tok.convert_tokens_to_ids("<|endoftext|>")
 
     def encode(self, prompt: str) -> list[int]:
-        ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
+        ids = self._tok(clean_text(prompt), add_special_tokens=False)["input_ids"]
         room = self.context_length - 2
         if len(ids) > room:
             warnings.warn(
