@@ -39,7 +39,8 @@ GEMM_OPS = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
 
 def _quantized(artifacts: Path, target: Path, recipe: str, calibration: Path) -> Path:
     if not (target / "manifest.json").exists():
-        quantize_directory(artifacts, recipe, target, calibration, progress=lambda m: print(f"  {m}", flush=True))
+        quantize_directory(artifacts, recipe, target, calibration, progress=lambda m: print(f"  {m}", flush=True),
+                              gate=False, no_gate_reason="the benchmark reports speed, not the gate")
     return target
 
 

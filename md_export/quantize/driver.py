@@ -30,7 +30,7 @@ from ..errors import BadArgumentError, MdExportError
 from ..export.driver import replace_path
 from ..export.manifest import (MANIFEST, check_output_dir, make_output_dir, merge_entries, read_manifest,
                                remove_created_dir, sha256_of, size_of, tool_versions, write_json_atomic)
-from ..parity import load_reference
+from ..parity import ParityFailure, check_artifact, load_reference
 from ..runtimes import open_artifact
 from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
 from .kernels import kernel_report
@@ -43,6 +43,10 @@ Progress = Callable[[str], None]
 
 class QuantizeError(MdExportError):
     """A recipe's backend failed on an artifact."""
+
+
+class QuantizeGateFailure(ParityFailure):
+    """A quantized artifact missed its recipe's tolerance (the artifacts are written, and say so)."""
 
 REAL_REFERENCE_SAMPLES = 4
 FP16_SCAN_SAMPLES = 8  # real inputs the fp16 overflow scan runs on
@@ -66,9 +70,12 @@ def _feeds(calibration: Path | None, entry: dict, limit: int | None = None) -> l
 
 def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path, calibration: str | Path | None = None,
                        target_psnr: float | None = None, progress: Progress | None = None,
-                       speed_runs: int = SPEED_RUNS) -> list[dict]:
+                       speed_runs: int = SPEED_RUNS, gate: bool = True,
+                       no_gate_reason: str = "--no-gate") -> list[dict]:
     """`speed_runs`: alternating timed calls of each artifact against its float source (0: skip
-    the speed check; the manifest then says it was skipped)."""
+    the speed check; the manifest then says it was skipped). `gate`: check every new artifact
+    against its recipe's tolerance and raise QuantizeGateFailure on a miss, after writing (the
+    manifest records each verdict); without it the manifest records `no_gate_reason`."""
     recipe = get_recipe(recipe_name)
     if speed_runs < 0:
         raise BadArgumentError(f"--speed-runs must be >= 0, got {speed_runs}")
@@ -96,13 +103,18 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
             group = [e for e in sources if e["file"] == file]
             entries += _quantize_file(recipe, artifacts, group, staging, calibration, target_psnr, progress)
             _inspect(entries[-len(group):], artifacts, group[0], staging, speed_runs, progress)
+        references = sorted({r for e in entries for r in (e["reference"], e.get("real_reference")) if r})
+        for reference in references:  # beside the staged artifacts, so the gate runs on them there
+            if not (staging / reference).exists():
+                (staging / reference).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(artifacts / reference, staging / reference)
+        missed = _gate(staging, entries, gate, no_gate_reason, progress)
         progress("writing manifest")
         for file in sorted({e["file"] for e in entries}):
             replace_path(staging / file, out / file)
-        for reference in sorted({r for e in entries for r in (e["reference"], e.get("real_reference")) if r}):
+        for reference in references:
             (out / reference).parent.mkdir(parents=True, exist_ok=True)
-            source = staging / reference if (staging / reference).exists() else artifacts / reference
-            shutil.copy2(source, out / reference)
+            shutil.copy2(staging / reference, out / reference)
         source = dict(manifest.get("source", {}))
         source["quantization"] = {"recipe": recipe.name, "from": str(artifacts.resolve()),
                                   "calibration": str(calibration.resolve()) if calibration else None,
@@ -112,7 +124,6 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
             "md_export_version": tool_versions()["md-export"],
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": source, "tools": tool_versions(), "artifacts": merge_entries(previous, entries)})
-        return entries
     except CalibrationError as exc:
         remove_created_dir(created)
         raise BadArgumentError(str(exc)) from None
@@ -121,6 +132,34 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if missed:
+        raise QuantizeGateFailure(f"{recipe.name} missed its gate: {'; '.join(missed)}; the artifacts were written to "
+                                  f"{out} (manifest 'gate'), inspect or delete them; --no-gate keeps going")
+    return entries
+
+
+def _gate(staging: Path, entries: list[dict], gate: bool, no_gate_reason: str, progress: Progress) -> list[str]:
+    """The recipe's tolerances on every new artifact (seeded and real references); returns the misses.
+    A Core ML package off macOS is validated, not run: the verdict says so. Core ML W8A8's own
+    fake-quant torch parity counts too."""
+    missed = []
+    for entry in entries:
+        if not gate:
+            entry["gate"] = {"checked": False, "reason": no_gate_reason}
+            continue
+        progress(f"gate: {entry['file']}" + (f" [{entry['signature']}]" if entry.get("signature") else ""))
+        result = check_artifact(staging, entry)
+        violations = list(result.violations) + list(entry.get("torch_parity", {}).get("violations", []))
+        if result.status == "error" and not violations:
+            violations = [result.note or "could not be run"]
+        entry["gate"] = {"checked": result.status != "validated", "status": result.status,
+                         "passed": not violations, "violations": violations}
+        if result.status == "validated":
+            entry["gate"]["reason"] = result.note or "validated, not run, on this OS"
+        if violations:
+            missed.append(f"{entry['file']}" + (f" [{entry['signature']}]" if entry.get("signature") else "")
+                          + f": {', '.join(violations)}")
+    return missed
 
 
 def _check_calibration_preset(calibration: Path, manifest: dict, artifacts: Path) -> None:
