@@ -23,18 +23,22 @@ from typing import Callable
 
 import numpy as np
 
+from md_export.errors import MdExportError
+
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat")  # skimage.data samples (offline)
 CALIBRATION_MANIFEST = "calibration.json"
+# calibration.json's "format_version": bumped when a reader of the old layout would misread the new.
+CALIBRATION_FORMAT_VERSION = 1
 
 
-class CalibrationError(Exception):
-    pass
+class CalibrationError(MdExportError):
+    """Calibration data that cannot be recorded or read (the CLI prints one line, exits non-zero)."""
 
 
 def load_prompts(path: str | Path | None = None) -> list[str]:
     """The shipped prompt set, or a user's file in the same format (one prompt a line, # comments)."""
     if path is None:
-        text = resources.files("calibration").joinpath("prompts.txt").read_text(encoding="utf-8")
+        text = resources.files(__package__).joinpath("prompts.txt").read_text(encoding="utf-8")
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -104,9 +108,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
 
     `out` must be absent or an empty directory; a directory holding anything is replaced only with
     `overwrite`, and only once the new data is complete (staged beside it, then renamed)."""
-    from safetensors.numpy import save_file
-
-    from md_export.export.manifest import check_output_dir, make_output_dir, remove_created_dir
+    from md_export.export.manifest import check_output_dir
     from md_export.pipeline import TextToImagePipeline
     from md_export.torch_networks import load_module, torch_networks
     from md_export.models import component_example_inputs
@@ -169,19 +171,36 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     expected_latent = component_example_inputs(preset, "vae_decoder", resolution)[0].shape[1:]
     assert shards["vae_decoder"]["latent"].shape[1:] == tuple(expected_latent)
 
+    manifest = {
+        "preset": preset.name, "resolution": resolution, "num_prompts": settings.num_prompts,
+        "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
+        "weights": sources, "prompts_file": settings.prompts_file, "prompts": chosen,
+        "photos": list(PHOTOS[: settings.photos]), "photo_latents": photo_note,
+    }
+    manifest = write_calibration(out, shards, manifest, overwrite=overwrite)
+    progress(total, total, "done")
+    return manifest
+
+
+def write_calibration(out: str | Path, shards: dict[str, dict[str, np.ndarray]], manifest: dict, *,
+                      overwrite: bool = False) -> dict:
+    """Write a calibration directory: one `<component>.safetensors` per component (input name ->
+    (rows, ...) array) and calibration.json (`manifest` plus format_version, samples and files).
+    Staged beside `out`, then renamed; a non-empty `out` is replaced only with `overwrite`."""
+    from safetensors.numpy import save_file
+
+    from md_export.export.manifest import check_output_dir, make_output_dir, remove_created_dir
+
+    out = Path(out)
+    check_output_dir(out, must_be_empty=not overwrite)
+    manifest = {"format_version": CALIBRATION_FORMAT_VERSION, **manifest,
+                "samples": {component: int(next(iter(arrays.values())).shape[0]) for component, arrays in shards.items()},
+                "files": {component: f"{component}.safetensors" for component in shards}}
     created = make_output_dir(out.parent)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
     try:
         for component, arrays in shards.items():
             save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(staging / f"{component}.safetensors"))
-        manifest = {
-            "preset": preset.name, "resolution": resolution, "num_prompts": settings.num_prompts,
-            "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
-            "weights": sources, "prompts_file": settings.prompts_file, "prompts": chosen,
-            "photos": list(PHOTOS[: settings.photos]), "photo_latents": photo_note,
-            "samples": {component: int(next(iter(arrays.values())).shape[0]) for component, arrays in shards.items()},
-            "files": {component: f"{component}.safetensors" for component in shards},
-        }
         (staging / CALIBRATION_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(staging, out, overwrite)
     except BaseException:
@@ -190,7 +209,6 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    progress(total, total, "done")
     return manifest
 
 
@@ -198,21 +216,14 @@ def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished `staging` directory to `out`. An existing non-empty `out` is replaced only
     with `overwrite`: it is moved aside first and deleted only after the rename succeeded."""
     from md_export.errors import OutputError
+    from md_export.export.manifest import replace_path
 
     if not (out.is_dir() and any(out.iterdir())):
         os.replace(staging, out)  # absent or an empty directory: one atomic rename
         return
     if not overwrite:  # filled while we were sampling: never replace what is not ours to replace
         raise OutputError(f"output directory {out} is not empty; pass --overwrite to replace it")
-    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.replaced-"))
-    os.replace(out, aside / out.name)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(aside / out.name, out)  # the user's directory back where it was
-        os.rmdir(aside)
-        raise
-    shutil.rmtree(aside)
+    replace_path(staging, out)  # the old `out` is moved aside, and put back if the rename fails
 
 
 def read_calibration_manifest(directory: str | Path) -> dict:
@@ -228,6 +239,14 @@ def read_calibration_manifest(directory: str | Path) -> dict:
         raise CalibrationError(f"cannot read {manifest_path}: {exc}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise CalibrationError(f"{manifest_path} has no 'files' mapping: not a calibration manifest")
+    # Folders written before the format was versioned carry no "format_version": they are version 1.
+    version = manifest.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CalibrationError(f"{manifest_path} has format_version {version!r}: not a calibration format version")
+    if version > CALIBRATION_FORMAT_VERSION:
+        raise CalibrationError(f"{manifest_path} has format_version {version}, newer than the "
+                               f"{CALIBRATION_FORMAT_VERSION} this md-export reads: upgrade md-export, or "
+                               "record the calibration again with this version")
     return manifest
 
 
@@ -252,6 +271,9 @@ def calibration_feeds(directory: str | Path, component: str, input_shapes: dict[
         if list(arrays[name].shape[1:]) != list(shape[1:]):
             raise CalibrationError(f"calibration {component}.{name} rows are {list(arrays[name].shape[1:])}, "
                                    f"the artifact takes {list(shape[1:])} (another resolution or preset?)")
-    count = next(iter(arrays.values())).shape[0]
+    # one feed per `batch` rows: the artifact's batch axis (1 for every preset export)
+    batches = {int(shape[0]) for shape in input_shapes.values() if len(shape) >= 1}
+    batch = max(batches.pop(), 1) if len(batches) == 1 else 1
+    count = next(iter(arrays.values())).shape[0] // batch
     count = count if limit is None else min(count, limit)
-    return [{name: arrays[name][i:i + 1] for name in input_shapes} for i in range(count)]
+    return [{name: arrays[name][i * batch:(i + 1) * batch] for name in input_shapes} for i in range(count)]

@@ -277,12 +277,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from md_export.calibration.builders import CalibrationError, CalibrationSettings, build_calibration
-    from md_export.models import COMPONENTS, get_preset
+    from md_export.models import COMPONENTS, DEFAULT_PRESET, get_preset
 
     from .export.manifest import check_output_dir
     from .torch_networks import allowed_random, require_checkpoint_components
 
-    preset = get_preset(args.preset)
+    if args.artifacts is not None:
+        return _calibrate_user_inputs(args)
+    if args.inputs is not None or args.image_range is not None:
+        from .errors import BadArgumentError
+
+        raise BadArgumentError("--inputs and --image-range go with --artifacts DIR (your own export), not --preset")
+    for flag, default in _PRESET_CALIBRATE_DEFAULTS.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
+    preset = get_preset(args.preset or DEFAULT_PRESET)
     _at_least("--num-prompts", args.num_prompts, 1)
     _at_least("--steps", args.steps, 1)
     _at_least("--resolution", args.resolution, 1)  # 0 must not quietly mean "the preset's"
@@ -306,6 +315,31 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             return _die(str(exc))
     samples = ", ".join(f"{k} {v}" for k, v in manifest["samples"].items())
     print(f"wrote {args.out}: {samples} samples ({args.num_prompts} prompts x {args.steps} steps, seed {args.seed})")
+    return 0
+
+
+_PRESET_CALIBRATE_DEFAULTS = {"num_prompts": 16, "steps": 4, "seed": 0}
+_PRESET_ONLY_FLAGS = ("num_prompts", "steps", "seed", "resolution", "checkpoint_dir", "prompts_file", "allow_random")
+
+
+def _calibrate_user_inputs(args: argparse.Namespace) -> int:
+    """`calibrate --artifacts DIR --inputs FILE|DIR`: the user's own rows or images, checked against
+    the export's manifest (calibration/user_inputs.py)."""
+    from md_export.calibration.user_inputs import calibrate_inputs
+
+    from .errors import BadArgumentError
+
+    given = [f"--{flag.replace('_', '-')}" for flag in _PRESET_ONLY_FLAGS if getattr(args, flag) not in (None, [])]
+    if given:
+        raise BadArgumentError(f"{', '.join(given)} go with --preset (sampler runs), not --artifacts")
+    if args.inputs is None:
+        raise BadArgumentError("--artifacts needs --inputs FILE|DIR: an .npz/.safetensors of rows keyed by input "
+                               "name, or a folder of .png/.jpg images")
+    manifest = calibrate_inputs(args.artifacts, args.inputs, args.out, image_range=args.image_range or "-1,1",
+                                overwrite=args.overwrite)
+    samples = ", ".join(f"{k} {v}" for k, v in manifest["samples"].items())
+    print(f"wrote {args.out}: {samples} samples from {args.inputs}; use it with: md-export quantize --artifacts "
+          f"{args.artifacts} --calibration {args.out} ...")
     return 0
 
 
@@ -395,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .samplers import SAMPLERS
     from .torch_networks import add_allow_random_argument
 
+    from md_export.calibration.user_inputs import IMAGE_RANGES
+
     parser = argparse.ArgumentParser(prog="md-export", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     presets = ", ".join(preset_names())
@@ -422,11 +458,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="artifact directory (manifest.json goes there)")
     export.set_defaults(func=cmd_export)
 
-    calibrate = sub.add_parser("calibrate", help="record real network inputs along sampler runs")
-    calibrate.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
-    calibrate.add_argument("--num-prompts", type=int, default=16)
-    calibrate.add_argument("--steps", type=int, default=4, help="DDIM steps per prompt (UNet inputs per prompt: 2 x steps)")
-    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate = sub.add_parser(
+        "calibrate", help="record real network inputs along sampler runs (--preset), or from your own data (--artifacts)",
+        description="Write a calibration directory for md-export quantize --calibration. --preset: run the preset's "
+                    "fp32 pipeline over prompts and record every network input. --artifacts DIR --inputs FILE|DIR: "
+                    "your own export's inputs, from an .npz/.safetensors of arrays keyed by input name (or "
+                    "component/input), first axis = rows, or from a folder of .png/.jpg images for a network with "
+                    "one image input (resized to cover its H x W, center-cropped, RGB, float32 NCHW in [-1, 1] "
+                    "unless --image-range 0,1).")
+    source = calibrate.add_mutually_exclusive_group()
+    source.add_argument("--preset", default=None, help=f"one of: {presets} (default {DEFAULT_PRESET})")
+    source.add_argument("--artifacts", default=None, metavar="DIR",
+                        help="an export directory (md-export export / md_export.export_model): calibrate its "
+                             "components from --inputs")
+    calibrate.add_argument("--inputs", default=None, metavar="FILE|DIR",
+                           help="with --artifacts: .npz or .safetensors with arrays keyed by input name (several "
+                                "components: component/input), rows on axis 0; or a folder of .png/.jpg images")
+    calibrate.add_argument("--image-range", choices=tuple(IMAGE_RANGES), default=None, metavar="LOW,HIGH",
+                           help="with a folder of images: pixel values scaled to -1,1 (default) or 0,1 "
+                                "(write --image-range=-1,1 to pass the default explicitly)")
+    calibrate.add_argument("--num-prompts", type=int, default=None, help="default 16")
+    calibrate.add_argument("--steps", type=int, default=None,
+                           help="DDIM steps per prompt (UNet inputs per prompt: 2 x steps; default 4)")
+    calibrate.add_argument("--seed", type=int, default=None, help="default 0")
     calibrate.add_argument("--resolution", type=int, default=None)
     calibrate.add_argument("--checkpoint-dir", default=None)
     add_allow_random_argument(calibrate)

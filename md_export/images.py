@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +10,6 @@ import numpy as np
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     from PIL import Image
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        Image.fromarray(image).save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from .export.manifest import write_file_atomic
+
+    return write_file_atomic(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))

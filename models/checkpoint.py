@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -80,18 +79,12 @@ def load_component(module: nn.Module, path: str | os.PathLike) -> nn.Module:
 
 def save_component(module: nn.Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write atomically: a crash never leaves a half-written checkpoint under the final name."""
+    from md_export.export.manifest import write_file_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_file_atomic(path, lambda tmp: save_file(state, tmp, metadata=metadata), mode=None)
 
 
 def clip_state_dict_from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -103,32 +103,23 @@ def get_preset(name_or_path: str) -> Preset:
         raise UnknownPresetError(name_or_path, preset_names() + ["or a directory with preset.json"]) from None
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_preset_files(preset: Preset, modules: dict[str, nn.Module], directory: str | os.PathLike,
                        name: str | None = None, extra: dict | None = None,
                        files: dict[str, str] | None = None) -> Path:
     """Write the weights, the extra text `files`, then preset.json, each file atomically, into an
     existing directory: preset.json comes last, so the directory reads as a preset only when whole."""
+    from md_export.export.manifest import write_text_atomic
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for component, module in modules.items():
         save_component(module, directory / f"{component}.safetensors")
     for file_name, text in (files or {}).items():
-        _write_text_atomic(directory / file_name, text)
+        write_text_atomic(directory / file_name, text, mode=None)
     data = preset_to_dict(preset, name)
     if extra:
         data["provenance"] = extra
-    _write_text_atomic(directory / PRESET_FILE, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(directory / PRESET_FILE, json.dumps(data, indent=2) + "\n", mode=None)
     return directory
 
 
@@ -136,15 +127,15 @@ def save_preset_dir(preset: Preset, modules: dict[str, nn.Module], directory: st
                     name: str | None = None, extra: dict | None = None, files: dict[str, str] | None = None) -> Path:
     """A fresh preset directory, atomically: everything is written to a sibling temp directory that
     replaces `directory` only when complete and readable."""
+    from md_export.export.manifest import replace_path
+
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
         write_preset_files(preset, modules, staging, name, extra, files)
         load_preset_dir(staging)  # what we wrote must read back
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        replace_path(staging, directory)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -8,6 +8,11 @@ Multi-resolution: one package per resolution (iOS 17 has no multifunction packag
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import stat
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +57,53 @@ def convert(target: ExportTarget, program, path: Path, precision: str = "fp16") 
         raise ExportError(f"coreml export of {target.tag} failed: {str(exc).splitlines()[0]}") from exc
     model.short_description = f"md_export {target.tag} ({precision})"
     model.save(str(path))
+    make_reproducible(path)
     return path
+
+
+# the namespace of the package items' uuid5 identifiers: any fixed value; changing it changes every hash
+_ITEM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "md_export:coreml:mlpackage-item")
+_CONVERSION_DATE = "com.github.apple.coremltools.conversion_date"
+
+
+def make_reproducible(package: Path) -> Path:
+    """Make a saved .mlpackage a function of its contents, so equal exports are equal bytes.
+
+    coremltools writes two things that change from one save to the next: Manifest.json names its
+    items (model.mlmodel, weights/) by random uuid4s, and model.mlmodel is the spec serialized with
+    protobuf's map order (op inputs, attributes, metadata), which differs between processes. Here
+    each item's identifier becomes a uuid5 of its author and path, and the spec is re-serialized
+    with sorted map keys. The spec's conversion date (a day) is SOURCE_DATE_EPOCH's day when that
+    is set (the reproducible-builds convention). weight.bin is already deterministic.
+    """
+    from .manifest import write_bytes_atomic
+
+    with quiet():
+        import coremltools as ct
+
+    package = Path(package)
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed = {old: str(uuid.uuid5(_ITEM_NAMESPACE, f"{item['author']}/{item['path']}"))
+               for old, item in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {renamed[old]: item for old, item in manifest["itemInfoEntries"].items()}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+    spec_path = package / "Data" / root["path"]
+
+    spec = ct.proto.Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    metadata = spec.description.metadata.userDefined
+    if epoch and _CONVERSION_DATE in metadata:
+        day = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        metadata[_CONVERSION_DATE] = day.strftime("%Y-%m-%d")
+    write_bytes_atomic(spec_path, spec.SerializeToString(deterministic=True),
+                       mode=stat.S_IMODE(spec_path.stat().st_mode))
+    # the layout coremltools' ModelPackage writes (4-space indent, sorted keys), new identifiers
+    write_bytes_atomic(manifest_path, (json.dumps(manifest, indent=4, sort_keys=True) + "\n").encode(),
+                       mode=stat.S_IMODE(manifest_path.stat().st_mode))
+    return package
 
 
 class CoreMLValidationError(Exception):

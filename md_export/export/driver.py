@@ -27,7 +27,7 @@ from . import coreml as coreml_backend
 from . import onnx as onnx_backend
 from . import tflite as tflite_backend
 from .manifest import (MANIFEST, check_output_dir, make_output_dir, merge_entries, read_manifest, remove_created_dir,
-                       sha256_of, size_of, tool_versions, write_json_atomic)
+                       replace_path, sha256_of, size_of, tool_versions, write_json_atomic)
 from .types import EXTENSIONS, FORMATS, PRECISIONS, ExportError, ExportTarget
 
 Progress = Callable[[str], None]
@@ -76,16 +76,6 @@ def write_reference(target: ExportTarget, directory: Path) -> tuple[Path, dict[s
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path, outputs
-
-
-def replace_path(src: Path, dst: Path) -> None:
-    """Move a file or package directory into place, replacing what was there."""
-    if dst.is_dir():
-        shutil.rmtree(dst)
-    elif dst.exists():
-        dst.unlink()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dst))
 
 
 def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisions: Iterable[str], out_dir: str | Path,

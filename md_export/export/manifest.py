@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 MANIFEST = "manifest.json"
 TOOLS = ("torch", "onnx", "onnxruntime", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
@@ -118,26 +119,60 @@ def remove_created_dir(created: Path | None) -> None:
         shutil.rmtree(created, ignore_errors=True)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temp name beside `path`, then rename: readers never see half a file."""
+def write_file_atomic(path: str | Path, write: Callable[[str], object], *, mode: int | None = 0o644) -> Path:
+    """`write(tmp)` fills a temp file beside `path` (a library's save-to-path: torch.save, PIL,
+    safetensors), which is then renamed to `path`: readers never see half a file, and a failed
+    write leaves `path` as it was. `mode` None keeps mkstemp's owner-only 0o600."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int | None = 0o644) -> None:
+    """Write to a temp name beside `path`, then rename: readers never see half a file."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    write_file_atomic(path, write, mode=mode)
+
+
+def write_text_atomic(path: str | Path, text: str, *, mode: int | None = 0o644) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def replace_path(src: str | Path, dst: str | Path) -> None:
+    """Rename the finished file or directory `src` (staged on `dst`'s file system) to `dst`,
+    replacing what is there. A file over a file (or over nothing) is one atomic rename; otherwise
+    (a directory on either side) the old `dst` is moved aside first and deleted only after the
+    rename succeeded, so a failure puts it back where it was."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(dst) or not (dst.is_dir() or src.is_dir()):
+        os.replace(src, dst)
+        return
+    aside = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.replaced-"))
+    os.replace(dst, aside / dst.name)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(aside / dst.name, dst)
+        os.rmdir(aside)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_manifest(directory: Path) -> dict:

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 
 def save_state(state: dict, path: Path) -> None:
+    from ..export.manifest import write_file_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_file_atomic(path, lambda tmp: torch.save(state, tmp), mode=None)
 
 
 def load_state(path: Path, device: torch.device | str = "cpu") -> dict | None:

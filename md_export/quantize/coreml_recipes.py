@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..export.coreml import make_reproducible
 from ..export.quiet import quiet
 
 
@@ -31,4 +32,5 @@ def compress(kind: str, package: Path, out: Path) -> Path:
         else:
             raise ValueError(f"unknown Core ML recipe {kind!r}")
         compressed.save(str(out))
+    make_reproducible(out)
     return out

@@ -27,9 +27,9 @@ import numpy as np
 from md_export.calibration.builders import CalibrationError, calibration_feeds, read_calibration_manifest
 
 from ..errors import BadArgumentError, MdExportError
-from ..export.driver import replace_path
 from ..export.manifest import (MANIFEST, check_output_dir, make_output_dir, merge_entries, read_manifest,
-                               remove_created_dir, sha256_of, size_of, tool_versions, write_json_atomic)
+                               remove_created_dir, replace_path, sha256_of, size_of, tool_versions,
+                               write_json_atomic)
 from ..parity import ParityFailure, check_artifact, load_reference
 from ..runtimes import open_artifact
 from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
@@ -165,10 +165,10 @@ def _gate(staging: Path, entries: list[dict], gate: bool, no_gate_reason: str, p
 def _check_calibration_preset(calibration: Path, manifest: dict, artifacts: Path) -> None:
     """Inputs recorded on another preset's networks calibrate the wrong ranges, and may even have
     the right shapes: refuse them before any work."""
+    recorded = read_calibration_manifest(calibration).get("preset")  # also refuses an unknown format_version
     source = manifest.get("source", {})
     if source.get("kind") != "preset":
         return  # a module's export has no preset to compare; its feeds are checked by shape
-    recorded = read_calibration_manifest(calibration).get("preset")
     if recorded != source.get("preset"):
         raise BadArgumentError(f"calibration {calibration} was recorded with preset {recorded}, but the artifacts in "
                                f"{artifacts} were exported from preset {source.get('preset')}: calibrate with "

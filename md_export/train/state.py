@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,14 +10,9 @@ STATE_FILE = "train_state.pt"
 
 
 def save_state(out: Path, state: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{STATE_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, out / STATE_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from ..export.manifest import write_file_atomic
+
+    write_file_atomic(Path(out) / STATE_FILE, lambda tmp: torch.save(state, tmp), mode=None)
 
 
 def load_state(out: Path) -> dict | None:

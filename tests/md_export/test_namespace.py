@@ -23,6 +23,9 @@ from md_export.cli import main
 out = sys.argv[1]
 md_export.export_model(torch.nn.Conv2d(3, 4, 3), {"x": torch.randn(1, 3, 8, 8)}, formats=["onnx"], out_dir=out + "/m")
 assert isinstance(get_preset("mobilediffusion-tiny"), Preset)
+from md_export.calibration.builders import load_prompts
+from md_export.models.shipped_weights import WEIGHTS_ROOT
+assert len(load_prompts()) >= 200 and WEIGHTS_ROOT.is_dir()  # package data, found by package, not by cwd
 assert main(["parity", out + "/m"]) == 0
 gemm_model("int8", 16)
 ours = [name for name in ("models", "calibration", "benchmarks")

@@ -138,9 +138,14 @@ def test_lowering_keeps_the_reference_model_numerics():
 
 def test_export_of_a_plain_module_is_a_clear_error(tmp_path, capsys):
     torch.manual_seed(0)
-    export_model(ConvLinear(), {"x": torch.randn(1, 3, 8, 8)}, formats=["coreml"], out_dir=tmp_path / "fp")
+    module = ConvLinear()
+    export_model(module, {"x": torch.randn(1, 3, 8, 8)}, formats=["coreml"], out_dir=tmp_path / "fp")
+    from md_export.calibration.user_inputs import calibrate_module
+
+    # real calibration rows for the module: the refusal is about the W8A8 route, not the data
+    calibrate_module(module, {"x": torch.randn(4, 3, 8, 8)}, tmp_path / "calib")
     code = main(["quantize", "--artifacts", str(tmp_path / "fp"), "--recipe", RECIPE, "--out", str(tmp_path / "q"),
-                 "--calibration", str(tmp_path)])
+                 "--calibration", str(tmp_path / "calib")])
     err = capsys.readouterr().err
     assert code != 0 and "export with md-export export --preset" in err, err
 
