@@ -56,14 +56,15 @@ def artifact_pipeline_networks(directory: str | Path, runtime: str, precision: s
         prediction_type = get_preset(preset_name).unet.prediction_type
     if prediction_type is None:
         raise MdExportError(f"{directory}/manifest.json does not say the UNet's prediction type (no preset source)")
-    start = time.perf_counter()
-    runners = {}
-    for component, entry in entries.items():
+    paths = {}
+    for component, entry in entries.items():  # checked before the clock starts: hashing is not init
         try:
-            path = verify_file(directory, entry)
+            paths[component] = verify_file(directory, entry)
         except ArtifactLoadError as exc:
             raise MdExportError(str(exc)) from None
-        runners[component] = load_runner(path, entry["format"], entry, settings)
+    start = time.perf_counter()
+    runners = {component: load_runner(paths[component], entry["format"], entry, settings)
+               for component, entry in entries.items()}
     init_ms = (time.perf_counter() - start) * 1e3
     res = entries["unet"].get("resolution") or resolution
     gflops = {c: component_gflops(preset_name, c, res, 1) for c in entries}

@@ -179,3 +179,32 @@ def test_int8_speedup_is_held_against_the_probe_and_its_amdahl_bound():
     assert row["amdahl_bound"] == pytest.approx(6.25, abs=0.01)
     assert row["share_of_probe_ratio"] == pytest.approx(2.0 / 15.0, abs=1e-3)
     assert row["share_of_amdahl_bound"] == pytest.approx(0.32, abs=1e-3)
+
+
+def test_artifacts_are_hashed_before_the_init_clock_starts(onnx_dir, cli, monkeypatch):
+    # init_ms is what the runtime needs to load a model; checking its sha256 (seconds for a 1.5 GB
+    # UNet) happens before: no hash may fall between the loads that one init_ms covers
+    from md_export.benchmarks import pipeline_jobs
+    from md_export.benchmarks.targets import host
+    from md_export.runtimes import open as runtime_open
+
+    events = []
+    original_verify, original_load = runtime_open.verify_file, host.load_runner
+
+    def verify(directory, entry):
+        events.append(("verify", entry["component"]))
+        return original_verify(directory, entry)
+
+    def load(path, fmt, entry, settings):
+        events.append(("load", entry["component"] if entry else path.name))
+        return original_load(path, fmt, entry, settings)
+
+    monkeypatch.setattr(runtime_open, "verify_file", verify)
+    monkeypatch.setattr(host, "load_runner", load)
+    monkeypatch.setattr(pipeline_jobs, "load_runner", load)
+    assert cli(["bench", "run", "--artifacts", str(onnx_dir), "--level", "component,pipeline", "--steps", "1",
+                "--pipeline-warmup", "0", "--pipeline-runs", "1", "--threads", "1", *FAST]) == 0
+    kinds = [kind for kind, _ in events]
+    components = kinds.index("verify", kinds.index("load"))  # the component jobs: all hashed, then loaded
+    assert set(kinds[:3]) == {"verify"} and "verify" not in kinds[3:components]
+    assert kinds[components:] == ["verify"] * 3 + ["load"] * 3  # the pipeline's three networks
