@@ -18,13 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..errors import MdExportError
+
 MANIFEST = "manifest.json"
 TOOLS = ("torch", "onnx", "onnxruntime", "coremltools", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
          "numpy", "md-export")
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(MdExportError):
+    """A manifest.json that is missing, unreadable or not what md-export writes."""
 
 
 def tool_versions(tools: tuple[str, ...] = TOOLS) -> dict[str, str]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import MdExportError
+
 FORMATS = ("onnx", "coreml", "tflite")
 PRECISIONS = ("fp32", "fp16")
 EXTENSIONS = {"onnx": ".onnx", "coreml": ".mlpackage", "tflite": ".tflite"}
@@ -71,5 +73,5 @@ class ToleranceTable:
         raise KeyError(f"no tolerance declared for {component} at {precision}")
 
 
-class ExportError(Exception):
+class ExportError(MdExportError):
     """A conversion failed; the message names the format, the network and the converter's reason."""

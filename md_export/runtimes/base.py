@@ -5,16 +5,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import MdExportError
 
-class ArtifactLoadError(Exception):
+
+class ArtifactLoadError(MdExportError):
     """A model file that a runtime cannot load: corrupt, truncated, or not what it claims to be."""
 
 
-class RuntimeUnavailableError(Exception):
+class RuntimeUnavailableError(MdExportError):
     """The runtime cannot run on this machine (Core ML off macOS)."""
 
 
-class InputMismatchError(ValueError):
+class InputMismatchError(MdExportError, ValueError):
     """Feeds that do not match the model's inputs (a missing name, a wrong shape)."""
 
 
