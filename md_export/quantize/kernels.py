@@ -35,11 +35,16 @@ _FLOAT_KERNELS = {"Conv": "Conv", "FusedConv": "Conv", "ConvTranspose": "Conv",
 _QDQ = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 
 
-def module_of(node_name: str) -> str:
+def module_name(node_name: str) -> str:
     """The PyTorch module path in a TorchScript-exported node name ("/up_blocks.0/resnets.1/conv1/Conv"
-    -> "up_blocks.0.resnets.1.conv1"); onnxruntime keeps the name (or appends to it) when it fuses."""
-    parts = [p for p in node_name.strip("/").split("/")[:-1] if p]
-    return ".".join(parts) if parts else "(graph)"
+    -> "up_blocks.0.resnets.1.conv1"; "" when the node has none); onnxruntime keeps the name (or
+    appends to it) when it fuses."""
+    return ".".join(p for p in node_name.strip("/").split("/")[:-1] if p)
+
+
+def module_of(node_name: str) -> str:
+    """`module_name`, with "(graph)" for nodes outside any submodule."""
+    return module_name(node_name) or "(graph)"
 
 
 @dataclass

@@ -20,14 +20,9 @@ import numpy as np
 
 from ..parity import compare
 from . import onnx_recipes
+from .kernels import module_name
 
 GRAPH_GROUP = "(graph)"
-
-
-def module_name(node_name: str) -> str:
-    """The PyTorch module path a TorchScript-exported node came from."""
-    parts = [p for p in node_name.strip("/").split("/")[:-1] if p]
-    return ".".join(parts)
 
 
 # Module lists whose index names a block (to_out.0 is a Linear, not a block).
