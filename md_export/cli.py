@@ -427,13 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     from md_export.models import DEFAULT_PRESET, preset_names
 
     from .samplers import SAMPLERS
-    from .torch_networks import add_allow_random_argument
+    from .torch_networks import CHECKPOINT_DIR_HELP, add_allow_random_argument
 
     from md_export.calibration.user_inputs import IMAGE_RANGES
 
     parser = argparse.ArgumentParser(prog="md-export", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    presets = ", ".join(preset_names())
+    presets = ", ".join(preset_names()) + "; or a folder: a preset (preset.json) or a diffusers pipeline"
 
     summary = sub.add_parser("summary", help="parameters and GFLOPs per component")
     summary.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--formats", default="onnx,coreml,tflite", help="comma-separated: onnx, coreml, tflite")
     export.add_argument("--precision", default="fp32", help="fp32, fp16, or both: fp32,fp16")
     export.add_argument("--resolution", default=None, help="image side(s), comma-separated, e.g. 512,768")
-    export.add_argument("--checkpoint-dir", default=None)
+    export.add_argument("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)
     add_allow_random_argument(export)
     export.add_argument("--weight-seed", type=int, default=0, help="seed of random weights where no checkpoint is given")
     export.add_argument("--dynamic-batch", action="store_true", help="ONNX: a dynamic batch axis")
@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="DDIM steps per prompt (UNet inputs per prompt: 2 x steps; default 4)")
     calibrate.add_argument("--seed", type=int, default=None, help="default 0")
     calibrate.add_argument("--resolution", type=int, default=None)
-    calibrate.add_argument("--checkpoint-dir", default=None)
+    calibrate.add_argument("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)
     add_allow_random_argument(calibrate)
     calibrate.add_argument("--prompts-file", default=None,
                            help="your domain's prompts, one a line (default: the shipped calibration/prompts.txt)")
@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--formats", default="onnx,coreml,tflite")
     run.add_argument("--precision", default="fp32", help="fp32, fp16, or fp32,fp16")
-    run.add_argument("--checkpoint-dir", default=None)
+    run.add_argument("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)
     add_allow_random_argument(run)
     run.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (an earlier run's)")
     run.set_defaults(func=cmd_run)
@@ -563,9 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--negative-prompt", default="")
     generate.add_argument("--resolution", type=int, default=None)
     generate.add_argument("--out", default="md_export_image.png", help="PNG to write")
-    generate.add_argument("--checkpoint-dir", default=None,
-                          help="directory with text_encoder/unet/vae_decoder .safetensors (none given: random "
-                               "weights; a missing file is an error, see --allow-random)")
+    generate.add_argument("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)
     add_allow_random_argument(generate)
     generate.set_defaults(func=cmd_generate)
     return parser

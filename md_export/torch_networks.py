@@ -1,10 +1,11 @@
 """Build a preset's three networks as torch runners, with checkpoint weights where given.
 
-Checkpoint directory layout (what `save_checkpoint_dir` writes):
-    DIR/text_encoder.safetensors  (or DIR/text_encoder/ as a transformers CLIPTextModel directory)
-    DIR/unet.safetensors
-    DIR/vae_decoder.safetensors
-    DIR/vae_encoder.safetensors   (optional; calibration and parity use it)
+`checkpoint_dir` may be any layout `md_export.models.open_checkpoint` reads:
+    DIR/<component>.safetensors   what `save_checkpoint_dir` writes (text_encoder, unet, vae_decoder,
+                                  and optionally vae_encoder, which calibration and parity use);
+                                  DIR/text_encoder/ may be a transformers CLIPTextModel folder
+    DIR/{unet,vae,text_encoder}/  a diffusers pipeline folder (configs checked against the preset)
+    FILE.safetensors              a single-file SD-1.x checkpoint (CompVis layout)
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from torch import nn
 
-from md_export.models import (COMPONENTS, CheckpointError, Preset, build_component, component_example_inputs,
-                    load_component, load_text_encoder_from_hf, preset_checkpoint_dir, save_component)
+from md_export.models import (COMPONENTS, CheckpointSource, Preset, build_component, component_example_inputs,
+                               open_checkpoint, preset_checkpoint_dir, save_component)
 from md_export.models.shipped_weights import shipped_weights_dir
 
 from .errors import MdExportError
@@ -32,8 +33,9 @@ class LoadedModule:
 
 
 def default_checkpoint_dir(preset: Preset, checkpoint_dir: str | Path | None) -> str | Path | None:
-    """A preset loaded from a directory (preset.json) brings its own weights unless told otherwise;
-    a named preset with weights shipped in the package (models/weights/<name>/) uses those."""
+    """A preset loaded from a directory (preset.json, or a diffusers pipeline folder) brings its own
+    weights unless told otherwise; a named preset with weights shipped in the package
+    (models/weights/<name>/) uses those."""
     if checkpoint_dir is not None:
         return checkpoint_dir
     return preset_checkpoint_dir(preset) or shipped_weights_dir(preset.name)
@@ -41,22 +43,25 @@ def default_checkpoint_dir(preset: Preset, checkpoint_dir: str | Path | None) ->
 
 def load_module(preset: Preset, component: str, checkpoint_dir: str | Path | None, seed: int) -> LoadedModule:
     checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
-    module = build_component(preset, component, seed)
     if checkpoint_dir is None:
-        return LoadedModule(module, f"random weights (seed {seed})")
-    directory = Path(checkpoint_dir)
-    hf_dir = directory / component
-    if component == "text_encoder" and hf_dir.is_dir():
-        loaded = load_text_encoder_from_hf(hf_dir)
-        if loaded.config != preset.text_encoder:
-            raise CheckpointError(str(hf_dir), reason=f"config {loaded.config} does not match preset {preset.name}")
-        return LoadedModule(loaded.eval(), f"checkpoint {hf_dir}")
-    path = directory / f"{component}.safetensors"
-    if not path.exists():
-        return LoadedModule(module, f"random weights (seed {seed}; no {path.name} in {directory})")
-    load_component(module, path)
-    return LoadedModule(module, f"checkpoint {path}")
+        return LoadedModule(build_component(preset, component, seed), f"random weights (seed {seed})")
+    source = open_checkpoint(checkpoint_dir)
+    if not source.has(component):
+        return LoadedModule(build_component(preset, component, seed),
+                            f"random weights (seed {seed}; no {source.expected(component)} in {source.path})")
+    return LoadedModule(source.load(preset, component), f"checkpoint {source.describe(component)}")
 
+
+def _open_existing(checkpoint_dir: str | Path) -> CheckpointSource:
+    path = Path(checkpoint_dir)
+    if not path.exists():
+        raise MdExportError(f"checkpoint directory (or file) {path} does not exist")
+    return open_checkpoint(path)
+
+
+CHECKPOINT_DIR_HELP = ("weights: a folder of <component>.safetensors, a diffusers pipeline folder (unet/, vae/, "
+                       "text_encoder/; configs checked against --preset), or a single-file SD-1.x .safetensors "
+                       "(none given: random weights; a missing component is an error, see --allow-random)")
 
 ALLOW_RANDOM_HELP = ("components that may run with random weights when the checkpoint directory lacks their "
                      "file (repeatable or comma-separated, e.g. --allow-random vae_encoder); any other missing "
@@ -85,15 +90,13 @@ def require_checkpoint_components(preset: Preset, checkpoint_dir: str | Path | N
     checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
     if checkpoint_dir is None:
         return  # no checkpoint at all: random weights are what the user asked for
-    directory = Path(checkpoint_dir)
-    if not directory.is_dir():
-        raise MdExportError(f"checkpoint directory {directory} does not exist")
+    source = _open_existing(checkpoint_dir)
     missing = [c for c in components if c in COMPONENTS and c not in allow_random  # unknown names: the caller's error
-               and not (directory / f"{c}.safetensors").exists()
-               and not (c == "text_encoder" and (directory / c).is_dir())]
+               and not source.has(c)]
     if missing:
-        files = ", ".join(f"{c}.safetensors" for c in missing)
-        raise MdExportError(f"checkpoint directory {directory} has no {files}; pass --allow-random "
+        files = ", ".join(source.expected(c) for c in missing)
+        kind = "directory" if source.path.is_dir() else "file"
+        raise MdExportError(f"checkpoint {kind} {source.path} has no {files}; pass --allow-random "
                             f"{','.join(missing)} to run {'it' if len(missing) == 1 else 'them'} with random weights")
 
 
@@ -102,14 +105,10 @@ def torch_networks(preset: Preset, resolution: int | None = None, checkpoint_dir
     """The pipeline's networks as torch runners and, per component, where its weights came from."""
     checkpoint_dir = default_checkpoint_dir(preset, checkpoint_dir)
     if checkpoint_dir is not None:
-        directory = Path(checkpoint_dir)
-        if not directory.is_dir():
-            raise MdExportError(f"checkpoint directory {directory} does not exist")
-        present = [c for c in PIPELINE_COMPONENTS
-                   if (directory / f"{c}.safetensors").exists() or (directory / c).is_dir()]
-        if not present:
-            raise MdExportError(f"checkpoint directory {directory} holds none of "
-                                f"{', '.join(c + '.safetensors' for c in PIPELINE_COMPONENTS)}")
+        source = _open_existing(checkpoint_dir)
+        if not any(source.has(c) for c in PIPELINE_COMPONENTS):
+            raise MdExportError(f"checkpoint {source.path} holds none of "
+                                f"{', '.join(source.expected(c) for c in PIPELINE_COMPONENTS)}")
     runners, sources = {}, {}
     for component in PIPELINE_COMPONENTS:
         loaded = load_module(preset, component, checkpoint_dir, seed)

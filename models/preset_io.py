@@ -18,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoint import CheckpointError, save_component
+from .checkpoint_layout import is_diffusers_dir, preset_from_diffusers
 from .presets import Preset, UnknownPresetError, preset_names
 from .presets import get_preset as get_named_preset
 from .text_encoder import TextEncoderConfig
@@ -90,17 +91,23 @@ def load_preset_dir(directory: str | os.PathLike) -> Preset:
 def preset_checkpoint_dir(preset: Preset) -> Path | None:
     """The directory a directory preset came from (its weights), None for a named preset."""
     path = Path(preset.name)
-    return path if path.is_absolute() and is_preset_dir(path) else None
+    return path if path.is_absolute() and (is_preset_dir(path) or is_diffusers_dir(path)) else None
 
 
 def get_preset(name_or_path: str) -> Preset:
-    """A named preset, or a preset directory (preset.json + safetensors)."""
+    """A named preset, a preset directory (preset.json + safetensors), or a diffusers pipeline
+    folder (the preset is built from its configs; its weights come with it)."""
     try:
         return get_named_preset(name_or_path)
     except UnknownPresetError:
-        if Path(name_or_path).is_dir():
+        if is_preset_dir(name_or_path):
             return load_preset_dir(name_or_path)
-        raise UnknownPresetError(name_or_path, preset_names() + ["or a directory with preset.json"]) from None
+        if is_diffusers_dir(name_or_path):
+            return preset_from_diffusers(name_or_path)
+        if Path(name_or_path).is_dir():
+            return load_preset_dir(name_or_path)  # names what a preset directory lacks
+        raise UnknownPresetError(name_or_path, preset_names() + ["or a directory with preset.json, or a "
+                                                                 "diffusers pipeline folder"]) from None
 
 
 def write_preset_files(preset: Preset, modules: dict[str, nn.Module], directory: str | os.PathLike,

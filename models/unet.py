@@ -4,7 +4,7 @@
     timestep (B,) ─sinusoid─MLP─> temb (every resnet)                                  │   pushed
     text_emb (B,77,D) ─────────> context (every transformer)                           │   on a
                               ├─ level L-1: [resnet (+transformer)] x nL               │   stack
-                              ├─ bottleneck: resnet, transformer x depth, [resnet]     │
+                              ├─ bottleneck or none: resnet, transformers, [resnet]    │
                               ├─ up level L-1 .. 0: [cat(skip) resnet (+transformer)] x (n+1), upsample
     prediction (B,4,h,w) <─conv_out─ SiLU ─ GroupNorm ─┘
 
@@ -177,11 +177,10 @@ class MobileUNet(nn.Module):
             h, outputs = block(h, temb, text_emb)
             skips.extend(outputs)
 
-        h = self.mid_resnets[0](h, temb)
-        if self.mid_attention is not None:
-            h = self.mid_attention(h, text_emb)
-        for res in self.mid_resnets[1:]:
+        for index, res in enumerate(self.mid_resnets):  # resnet, transformer, resnet (or no bottleneck)
             h = res(h, temb)
+            if index == 0 and self.mid_attention is not None:
+                h = self.mid_attention(h, text_emb)
 
         for block in self.up_blocks:
             h, _ = block(h, temb, text_emb, skips)

@@ -24,7 +24,8 @@ class UNetConfig:
     block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)  # width per resolution level
     down_layers_per_level: tuple[int, ...] = (2, 2, 2, 2)  # residual blocks per down level;
     # each up level gets one more, to consume the skip of the level's downsampler / conv_in
-    mid_resnets: int = 2  # residual blocks in the bottleneck (2: resnet-attn-resnet, 1: resnet-attn)
+    mid_resnets: int = 2  # residual blocks in the bottleneck (2: resnet-attn-resnet, 1: resnet-attn,
+    # 0: no bottleneck at all, as BK-SDM-Small's UNet (then mid_transformer_depth must be 0)
     transformer_depth: tuple[int, ...] = (1, 1, 1, 0)  # transformer blocks after each resnet, per level (0 = none)
     self_attention: tuple[bool, ...] = (True, True, True, True)  # False = cross-attention-only blocks at that level
     mid_transformer_depth: int = 1  # transformer blocks stacked at the bottleneck (always self + cross)
@@ -68,8 +69,11 @@ class UNetConfig:
                              f"not in {ATTENTION_IMPLEMENTATIONS}")
         if self.ffn_expansion % 2:
             raise ValueError("UNetConfig.ffn_expansion must be even (half of the projection is the gate)")
-        if self.mid_resnets not in (1, 2):
-            raise ValueError("UNetConfig.mid_resnets must be 1 or 2")
+        if self.mid_resnets not in (0, 1, 2):
+            raise ValueError("UNetConfig.mid_resnets must be 0, 1 or 2")
+        if self.mid_resnets == 0 and self.mid_transformer_depth:
+            raise ValueError("UNetConfig.mid_transformer_depth must be 0 without bottleneck resnets "
+                             "(mid_resnets=0): the bottleneck transformer sits between them")
         for name in ("resnet_inner_channels", "skipped_resnets", "transformer_depths", "ffn_inner_dims",
                      "attention_heads"):
             value = getattr(self, name)

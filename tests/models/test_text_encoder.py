@@ -7,7 +7,8 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from md_export.models import CLIPTextEncoder, CheckpointError, TextEncoderConfig, load_text_encoder_from_hf
-from md_export.models.checkpoint import clip_state_dict_from_hf, load_state_dict_strict
+from md_export.models.checkpoint import load_state_dict_strict
+from md_export.models.convert_transformers import text_encoder_state_dict_from_hf
 
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=77, hidden_act="quick_gelu")
@@ -28,7 +29,7 @@ def reference_model(seed=0):
 def test_matches_clip_text_model_numerically():
     reference = reference_model()
     ours = CLIPTextEncoder(TextEncoderConfig(**TINY)).eval()
-    load_state_dict_strict(ours, clip_state_dict_from_hf(reference.state_dict()), "reference")
+    load_state_dict_strict(ours, text_encoder_state_dict_from_hf(reference.state_dict()), "reference")
     ids = torch.randint(0, TINY["vocab_size"], (2, 77), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = reference(input_ids=ids).last_hidden_state

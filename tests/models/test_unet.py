@@ -104,3 +104,17 @@ def test_split_einsum_attention_is_the_same_function_with_the_same_weights():
     inputs = component_example_inputs(preset, "unet", batch=2)
     with torch.no_grad():
         assert (batched(*inputs) - split(*inputs)).abs().max().item() < 1e-5  # fp32 reassociation only
+
+
+def test_a_unet_without_bottleneck_runs_and_refuses_a_lone_bottleneck_transformer():
+    """BK-SDM-Small removes the mid block: mid_resnets=0 (its transformer has nowhere to sit)."""
+    preset = get_preset("sd15-tiny")
+    config = preset.unet.replace(mid_resnets=0, mid_transformer_depth=0)
+    unet = MobileUNet(config).eval()
+    assert len(unet.mid_resnets) == 0 and unet.mid_attention is None
+    assert config.residual_blocks == get_preset("sd15-tiny").unet.residual_blocks - 2
+    latent, timestep, text_emb = component_example_inputs(preset, "unet")
+    with torch.no_grad():
+        assert unet(latent, timestep, text_emb).shape == latent.shape
+    with pytest.raises(ValueError, match="mid_transformer_depth must be 0"):
+        preset.unet.replace(mid_resnets=0)
