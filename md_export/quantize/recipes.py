@@ -77,8 +77,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "int4 blockwise-32 weights on fully-connected layers (AEQ allows blockwise only there)",
            _table(_INT4_WEIGHTS, "int4-blockwise")),
     Recipe("tflite-static-int8", "tflite", "static_int8", "int8-static", True,
-           "full integer W8A8 with calibrated activations (int8 I/O): NPU/DSP and fastest CPU path",
-           _table(_INT8_ACTIVATIONS, "int8-static")),
+           "W8A8 with calibrated activations on convs / fully-connected / batch matmuls, the rest float "
+           "(XNNPACK CPU path)", _table(_INT8_ACTIVATIONS, "int8-static")),
+    # Every supported op in int8, for full-integer delegates (NNAPI, Hexagon, Edge TPU-like NPUs).
+    # Its own label: the artifact differs from tflite-static-int8's, and both can sit in one folder.
+    Recipe("tflite-static-int8-full", "tflite", "static_int8_full", "int8-static-full", True,
+           "full integer W8A8 (every supported op int8) for NPU/DSP delegates; loses the most accuracy",
+           _table(_INT8_ACTIVATIONS, "int8-static-full")),
     Recipe("coreml-linear-int8", "coreml", "linear_int8", "int8-weights", False,
            "int8 per-channel linear weights (coremltools.optimize.coreml)", _table(_INT8_WEIGHTS, "int8-weights")),
     Recipe("coreml-palettize-6bit", "coreml", "palettize_6bit", "palettized-6bit", False,

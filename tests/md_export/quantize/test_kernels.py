@@ -60,6 +60,21 @@ def test_static_int8_runs_every_conv_of_a_conv_relu_decoder_as_a_quantized_kerne
     assert entry["speed_vs_source"]["p50_ms"] > 0
 
 
+def test_static_int8_leaves_no_requantization_between_convs_of_a_conv_relu_decoder(decoder, tmp_path):
+    # ReLU folded into the Conv's range and Resize kept on uint8: a Conv feeds the next Conv, or
+    # the upsampling Resize, without a DequantizeLinear -> QuantizeLinear round trip through float
+    entry = _quantize(decoder, "onnx-static-int8")
+    _ = optimized_op_counts(decoder / "onnx-static-int8" / entry["file"], tmp_path)
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    requantized = [n.name for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producer
+                   and producer[n.input[0]].op_type == "DequantizeLinear"]
+    assert not requantized, requantized
+    resizes = [n for n in graph.node if n.op_type == "Resize"]
+    assert resizes and all(producer[n.input[0]].op_type in ("QLinearConv", "QLinearAdd") for n in resizes)
+    assert entry["kernels"]["qdq_left"] <= 12, entry["kernels"]  # 53 -> 11 on the 512 decoder, 9 on this one
+
+
 def test_signed_symmetric_activations_leave_convs_unfused_on_x86(decoder):
     # why the symmetric layout is a target (NPU) recipe and not the CPU one: after a ReLU half of
     # its range is empty and onnxruntime's x86 kernels do not take it

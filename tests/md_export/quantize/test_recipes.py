@@ -35,9 +35,10 @@ def test_recipe_produces_a_working_artifact(workspace, recipe, capsys):
     out = workspace / recipe
     args = ["quantize", "--artifacts", str(workspace / "fp"), "--recipe", recipe, "--out", str(out),
             "--calibration", str(workspace / "calib")]
-    # full-integer W8A8 (int8 I/O) on a random-weight decoder misses its gate (cosine 0.77 on the
-    # seeded latent): quantize says so with exit 1, artifacts written; the rest pass theirs
-    misses = recipe == "tflite-static-int8"
+    # full-integer W8A8 (every op int8) on a random-weight decoder misses its gate (cosine 0.77 on
+    # the seeded latent): quantize says so with exit 1, artifacts written; the rest pass theirs,
+    # tflite-static-int8 (compute ops int8, norms float) included
+    misses = recipe == "tflite-static-int8-full"
     assert main(args) == (1 if misses else 0), capsys.readouterr().err
     manifest = read_manifest(out)
     for entry in manifest["artifacts"]:
@@ -122,7 +123,8 @@ def test_help_lists_recipes_per_format(capsys):
 
 
 def test_no_gate_keeps_going_and_says_so(workspace, capsys, tmp_path):
-    args = ["quantize", "--artifacts", str(workspace / "fp"), "--recipe", "tflite-static-int8", "--out",
+    # the full-integer recipe misses on this workspace's decoder (test above): --no-gate still exits 0
+    args = ["quantize", "--artifacts", str(workspace / "fp"), "--recipe", "tflite-static-int8-full", "--out",
             str(tmp_path / "q"), "--calibration", str(workspace / "calib"), "--speed-runs", "0", "--no-gate"]
     assert main(args) == 0, capsys.readouterr().err
     gates = [e["gate"] for e in read_manifest(tmp_path / "q")["artifacts"]]
