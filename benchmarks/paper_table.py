@@ -128,7 +128,7 @@ def run_paper_table(args) -> int:
     if out.exists() and not out.is_dir():
         raise MdExportError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    settings = HostSettings(threads=args.threads)
+    settings = HostSettings(threads=args.threads, ort_cache=args.ort_cache)
     result = new_result({"kind": "paper_table", "preset": args.preset, "baseline": args.baseline,
                          "resolution": args.resolution, "artifacts": args.artifacts},
                         {"threads": args.threads, "warmup": args.warmup, "runs": args.runs, "pipeline_runs": args.pipeline_runs,
@@ -184,22 +184,22 @@ def _pipelines(args, settings, artifacts: Path, result: dict, progress: BenchPro
             artifacts, r, p, args.resolution, settings)))
     for runtime, precision, load in loaders:
         try:
-            networks, init_ms, prediction_type, gflops, resolution = load()
+            loaded = load()
         except MdExportError as exc:
             progress.note(f"skipping end-to-end {runtime} {precision}: {exc}")
             continue
         for case in CASES:
-            name = f"pipeline@{resolution}/{runtime}/{precision}"
+            name = f"pipeline@{loaded.resolution}/{runtime}/{precision}"
             with progress.item(f"{name}/{case.label}", args.pipeline_runs) as tick:
                 # One image per case, and the first one is the timed one: an 8-step image at 512 takes
                 # minutes on a small CPU (the item says first_run_timed).
-                item, step = bench_pipeline(networks, init_ms, prediction_type, case, warmup=0,
+                item, step = bench_pipeline(loaded.networks, loaded.init_ms, loaded.prediction_type, case, warmup=0,
                                             runs=args.pipeline_runs, name=name, runtime=runtime,
-                                            precision=precision, threads=args.threads, resolution=resolution,
-                                            component_gflops=gflops, peak=result["machine_peak"], tick=tick,
-                                            first_is_timed=True)
+                                            precision=precision, threads=args.threads, resolution=loaded.resolution,
+                                            component_gflops=loaded.gflops, peak=result["machine_peak"], tick=tick,
+                                            first_is_timed=True, init_fields=loaded.init_fields)
             add_item(result, item)
             if case.steps > 1:
                 add_item(result, step)
-        del networks
+        del loaded
         gc.collect()

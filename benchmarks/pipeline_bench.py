@@ -96,11 +96,12 @@ def pipeline_gflops(component_gflops: dict[str, float | None], case: PipelineCas
 def bench_pipeline(networks: Networks, init_ms: float, prediction_type: str, case: PipelineCase, *, warmup: int,
                    runs: int, name: str, runtime: str, precision: str, threads: int, resolution: int,
                    component_gflops: dict[str, float | None], peak: dict | None, tick=None,
-                   first_is_timed: bool = False) -> tuple[dict, dict]:
+                   first_is_timed: bool = False, init_fields: dict | None = None) -> tuple[dict, dict]:
     """(pipeline item, unet_step item) for one case; Ctrl-C keeps the runs already timed.
 
     `first_is_timed` counts the first generation as a timed run too (for full-size suites where one
-    8-step image takes minutes); the item then says so in `first_run_timed`."""
+    8-step image takes minutes); the item then says so in `first_run_timed`.
+    `init_fields` (init_ms_cold, ort_cache, ...) go into both items as they are."""
     timer = CallTimer(networks.unet)
     pipeline = TextToImagePipeline(Networks(networks.text_encoder, timer, networks.vae_decoder), prediction_type)
     # With guidance each step is a batch of 2: one call (free or fixed batch 2) or two batch-1 calls.
@@ -145,6 +146,7 @@ def bench_pipeline(networks: Networks, init_ms: float, prediction_type: str, cas
     stages["unet_per_step"] = round(statistics.median(step_ms), 3)
     common = dict(runtime=runtime, precision=precision, threads=threads, peak=peak, resolution=resolution,
                   steps=case.steps, guidance_scale=case.guidance_scale, sampler=case.sampler)
+    common |= init_fields or {}
     pipeline_item = make_item(
         name=f"{name}/{case.label}", level="pipeline", component="pipeline",
         timing=Timing(init_ms, first_ms, stage_ms["total"], interrupted),
