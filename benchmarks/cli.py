@@ -195,7 +195,7 @@ def _run_pipeline_level(args, settings, result: dict, progress) -> None:
                     loaded.networks, loaded.init_ms, loaded.prediction_type, case, warmup=args.pipeline_warmup,
                     runs=args.pipeline_runs, name=name, runtime=runtime, precision=precision, threads=args.threads,
                     resolution=loaded.resolution, component_gflops=loaded.gflops, peak=result.get("machine_peak"),
-                    tick=tick, init_fields=loaded.init_fields)
+                    tick=tick, component_precisions=loaded.precisions, init_fields=loaded.init_fields)
             add_item(result, item)
             # One unet_step item per runtime x precision x guidance: the step does not depend on N.
             if step_item["name"] not in seen_steps and case.steps > 1:

@@ -11,7 +11,9 @@
                 "runs", "latency_ms": {min, mean, std, p50, p90, p99, max},
                 "gflops", "achieved_gflops_per_s", "fraction_of_peak", "stages"?,
                 onnxruntime items: "init_ms_cold", "init_ms_cached", "init_ms_cache_write",
-                    "ort_cache": {component: {"state", "reason", "file", "key"}}}]}
+                    "ort_cache": {component: {"state", "reason", "file", "key"}},
+                pipeline and unet_step items: "limit_ms", "total_over_limit", "limit_basis",
+                    "component_precisions"}]}
 
 Keys are only ever added, never renamed: older results stay readable. Optional keys may be absent
 (results written before they existed, other runtimes) or null (nothing to compute them from).
@@ -34,7 +36,7 @@ LEVELS = ("component", "unet_step", "pipeline")
 VERSIONED_TOOLS = ("md-export", "numpy", "torch", "onnxruntime", "ai-edge-litert", "coremltools")
 ITEM_NUMBERS = ("init_ms", "first_ms", "peak_rss_mb")
 # Optional, checked only when present and not null.
-OPTIONAL_NUMBERS = ("init_ms_cold", "init_ms_cached", "init_ms_cache_write")
+OPTIONAL_NUMBERS = ("init_ms_cold", "init_ms_cached", "init_ms_cache_write", "limit_ms", "total_over_limit")
 ITEM_REQUIRED = ("name", "level", "runtime", "precision", "threads", "runs", "latency_ms") + ITEM_NUMBERS
 
 
