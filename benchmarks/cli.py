@@ -102,7 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = new_result(source, {
         "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "min_seconds": args.min_seconds,
         "providers": list(settings.providers), "compute_units": settings.compute_units, "delegate": "xnnpack (CPU)",
-        "seed": args.seed, "levels": levels})
+        "seed": args.seed, "levels": levels, "ort_cache": settings.ort_cache,
+        "ort_cache_dir": os.path.abspath(settings.ort_cache_dir) if settings.ort_cache_dir else None})
     with BenchProgress(enabled=not args.no_progress) as progress, sigterm_as_interrupt():
         try:
             if args.peak:
@@ -135,7 +136,8 @@ def _settings(args):
     from .targets.host import HostSettings
 
     return HostSettings(threads=args.threads, providers=tuple(_csv(args.provider) or ["CPUExecutionProvider"]),
-                        compute_units=args.compute_units, seed=args.seed)
+                        compute_units=args.compute_units, seed=args.seed, ort_cache=args.ort_cache,
+                        ort_cache_dir=args.ort_cache_dir)
 
 
 def _component_jobs(args, settings):
@@ -186,14 +188,14 @@ def _run_pipeline_level(args, settings, result: dict, progress) -> None:
                     raise
                 progress.note(f"skipping pipeline {runtime} {precision}: {exc}")
                 continue
-        networks, init_ms, prediction_type, gflops, resolution = loaded
         for case in cases:
-            name = f"pipeline@{resolution}/{runtime}/{precision}"
+            name = f"pipeline@{loaded.resolution}/{runtime}/{precision}"
             with progress.item(f"{name}/{case.label}", args.pipeline_warmup + args.pipeline_runs) as tick:
                 item, step_item = bench_pipeline(
-                    networks, init_ms, prediction_type, case, warmup=args.pipeline_warmup, runs=args.pipeline_runs,
-                    name=name, runtime=runtime, precision=precision, threads=args.threads, resolution=resolution,
-                    component_gflops=gflops, peak=result.get("machine_peak"), tick=tick)
+                    loaded.networks, loaded.init_ms, loaded.prediction_type, case, warmup=args.pipeline_warmup,
+                    runs=args.pipeline_runs, name=name, runtime=runtime, precision=precision, threads=args.threads,
+                    resolution=loaded.resolution, component_gflops=loaded.gflops, peak=result.get("machine_peak"),
+                    tick=tick, component_precisions=loaded.precisions, init_fields=loaded.init_fields)
             add_item(result, item)
             # One unet_step item per runtime x precision x guidance: the step does not depend on N.
             if step_item["name"] not in seen_steps and case.steps > 1:
@@ -266,6 +268,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     run.add_argument("--pipeline-runs", type=int, default=3)
     run.add_argument("--no-peak", dest="peak", action="store_false", help="skip the machine GEMM peak")
     run.add_argument("--peak-size", type=int, default=2048, help="GEMM side for the machine peak (default 2048)")
+    run.add_argument("--no-ort-cache", dest="ort_cache", action="store_false",
+                     help="onnxruntime: neither read nor write optimized graphs in DIR/.ort_cache (items then "
+                          "carry only the cold init)")
+    run.add_argument("--ort-cache-dir", metavar="DIR",
+                     help="onnxruntime: keep the optimized graphs here instead of beside the artifacts")
     run.add_argument("--device", default="host", help="host (default), mac, or adb:SERIAL")
     run.add_argument("--binary", help="adb: local path of LiteRT benchmark_model or onnxruntime_perf_test to push")
     run.add_argument("--delegate", default="cpu", choices=("cpu", "xnnpack", "gpu", "nnapi"), help="adb: LiteRT delegate")
@@ -295,6 +302,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                        help="runtimes timed end to end (csv of torch, onnxruntime, litert)")
     paper.add_argument("--pipeline-runs", type=int, default=1, help="images per end-to-end case (default 1)")
     paper.add_argument("--peak-size", type=int, default=2048, help="GEMM side for the machine peak (default 2048)")
+    paper.add_argument("--no-ort-cache", dest="ort_cache", action="store_false",
+                       help="onnxruntime: no optimized-graph cache beside the artifacts (see bench run)")
     paper.add_argument("--no-progress", action="store_true")
     paper.set_defaults(func=cmd_paper)
 

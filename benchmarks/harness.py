@@ -15,6 +15,7 @@ import numpy as np
 
 from md_export.runtimes.base import Runner
 
+from .limit import peak_for
 from .memory import peak_rss_mb
 from .stats import latency_stats
 
@@ -76,11 +77,10 @@ def time_runner(load: Callable[[], Runner], feeds: Feeds | Callable[[Runner], Fe
 
 
 def fraction_of_peak(achieved: float | None, precision: str, peak: dict | None) -> float | None:
-    """int8 work is held against the int8 GEMM peak, everything else against the fp32 one."""
-    if achieved is None or not peak:
-        return None
-    reference = peak.get("int8_gops") if precision.startswith("int8") else peak.get("fp32_gflops")
-    return achieved / reference if reference else None
+    """Integer work is held against the int8 GEMM peak, everything else against the fp32 one (the
+    same rule as limit_ms: limit.compute_class)."""
+    reference = peak_for(precision, peak)
+    return achieved / reference if achieved is not None and reference else None
 
 
 def make_item(*, name: str, level: str, component: str | None, runtime: str, precision: str, threads: int | None,

@@ -21,7 +21,7 @@ from md_export.errors import MdExportError
 from .pipeline_bench import PipelineCase, bench_pipeline
 from .interrupts import sigterm_as_interrupt
 from .progress import BenchProgress
-from .report import markdown_table, write_bytes_atomic, write_chart, write_json
+from .report import format_small_ms, markdown_table, write_bytes_atomic, write_chart, write_json
 from .run_jobs import run_jobs
 from .schema import add_item, new_result
 from .targets.host import HostSettings, artifact_dir_jobs, preset_jobs
@@ -66,7 +66,8 @@ def paper_rows(result: dict, preset_name: str, baseline: str, resolution: int, c
                                                      "fraction_of_peak": match[0]["fraction_of_peak"]}
         rows.append({"component": component, "params": costs[component].params,
                      "gflops": round(costs[component].gflops, 2), "latency": latency})
-    end_to_end = {i["name"]: {"p50_ms": i["latency_ms"]["p50"], "stages": i.get("stages")}
+    end_to_end = {i["name"]: {"p50_ms": i["latency_ms"]["p50"], "stages": i.get("stages"),
+                              "limit_ms": i.get("limit_ms"), "total_over_limit": i.get("total_over_limit")}
                   for i in items if i["level"] == "pipeline"}
     ratios = {}
     for item in items:
@@ -103,11 +104,14 @@ def paper_markdown(table: dict, result: dict) -> str:
                 fraction = cell["fraction_of_peak"]
                 cells.append(f"{cell['p50_ms']:.1f}" + (f" ({fraction:.0%})" if fraction is not None else ""))
         lines.append(f"| {row['component']} | {row['params'] / 1e6:.1f} | {row['gflops']:.1f} | " + " | ".join(cells) + " |")
-    lines += ["", "| end to end | p50 ms | text encoder | UNet x N | per step | VAE decoder |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| end to end | p50 ms | text encoder | UNet x N | per step | VAE decoder | limit ms | total / limit |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, e2e in table["end_to_end"].items():
         s = e2e["stages"] or {}
+        limit, ratio = e2e.get("limit_ms"), e2e.get("total_over_limit")
         lines.append(f"| {name} | {e2e['p50_ms']:.0f} | {s.get('text_encoder', 0):.0f} | {s.get('unet', 0):.0f} "
-                     f"| {s.get('unet_per_step', 0):.0f} | {s.get('vae_decoder', 0):.0f} |")
+                     f"| {s.get('unet_per_step', 0):.0f} | {s.get('vae_decoder', 0):.0f} "
+                     f"| {format_small_ms(limit)} | {'-' if ratio is None else f'{ratio:.2f}x'} |")
     lines += ["", f"| UNet step (one call, batch 1) | {table['baseline']} ms | {table['preset']} ms | ratio |",
               "|---|---:|---:|---:|"]
     for runtime, r in table["unet_step_ratio"].items():
@@ -128,7 +132,7 @@ def run_paper_table(args) -> int:
     if out.exists() and not out.is_dir():
         raise MdExportError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    settings = HostSettings(threads=args.threads)
+    settings = HostSettings(threads=args.threads, ort_cache=args.ort_cache)
     result = new_result({"kind": "paper_table", "preset": args.preset, "baseline": args.baseline,
                          "resolution": args.resolution, "artifacts": args.artifacts},
                         {"threads": args.threads, "warmup": args.warmup, "runs": args.runs, "pipeline_runs": args.pipeline_runs,
@@ -184,22 +188,23 @@ def _pipelines(args, settings, artifacts: Path, result: dict, progress: BenchPro
             artifacts, r, p, args.resolution, settings)))
     for runtime, precision, load in loaders:
         try:
-            networks, init_ms, prediction_type, gflops, resolution = load()
+            loaded = load()
         except MdExportError as exc:
             progress.note(f"skipping end-to-end {runtime} {precision}: {exc}")
             continue
         for case in CASES:
-            name = f"pipeline@{resolution}/{runtime}/{precision}"
+            name = f"pipeline@{loaded.resolution}/{runtime}/{precision}"
             with progress.item(f"{name}/{case.label}", args.pipeline_runs) as tick:
                 # One image per case, and the first one is the timed one: an 8-step image at 512 takes
                 # minutes on a small CPU (the item says first_run_timed).
-                item, step = bench_pipeline(networks, init_ms, prediction_type, case, warmup=0,
+                item, step = bench_pipeline(loaded.networks, loaded.init_ms, loaded.prediction_type, case, warmup=0,
                                             runs=args.pipeline_runs, name=name, runtime=runtime,
-                                            precision=precision, threads=args.threads, resolution=resolution,
-                                            component_gflops=gflops, peak=result["machine_peak"], tick=tick,
-                                            first_is_timed=True)
+                                            precision=precision, threads=args.threads, resolution=loaded.resolution,
+                                            component_gflops=loaded.gflops, peak=result["machine_peak"], tick=tick,
+                                            first_is_timed=True, component_precisions=loaded.precisions,
+                                            init_fields=loaded.init_fields)
             add_item(result, item)
             if case.steps > 1:
                 add_item(result, step)
-        del networks
+        del loaded
         gc.collect()

@@ -18,6 +18,7 @@ from md_export.pipeline import Networks, TextToImagePipeline
 from md_export.runtimes.base import Runner, TensorSpec
 
 from .harness import Timing, make_item
+from .limit import limit_basis, limit_fields
 
 PROMPT = "a photo of an astronaut riding a horse on mars"
 SEED = 0
@@ -84,23 +85,35 @@ def parse_cases(steps: str, guidance: str, scale: float) -> list[PipelineCase]:
     return cases
 
 
-def pipeline_gflops(component_gflops: dict[str, float | None], case: PipelineCase) -> float | None:
-    """Work of one image: text encoder (x2 with guidance), UNet batch-1 calls x steps (x2), decoder."""
-    if any(component_gflops.get(c) is None for c in ("text_encoder", "unet", "vae_decoder")):
-        return None
+def pipeline_work(component_gflops: dict[str, float | None], case: PipelineCase) -> dict[str, tuple[float | None, int]]:
+    """Work of one image per component, (GFLOPs of a batch-1 call, calls): text encoder (x2 with
+    guidance), UNet steps (x2), decoder once."""
     factor = 2 if case.guided else 1
-    return (component_gflops["text_encoder"] * factor + component_gflops["unet"] * case.steps * factor
-            + component_gflops["vae_decoder"])
+    return {"text_encoder": (component_gflops.get("text_encoder"), factor),
+            "unet": (component_gflops.get("unet"), case.steps * factor),
+            "vae_decoder": (component_gflops.get("vae_decoder"), 1)}
+
+
+def pipeline_gflops(component_gflops: dict[str, float | None], case: PipelineCase) -> float | None:
+    work = pipeline_work(component_gflops, case)
+    if any(gflops is None for gflops, _ in work.values()):
+        return None
+    return sum(gflops * calls for gflops, calls in work.values())
 
 
 def bench_pipeline(networks: Networks, init_ms: float, prediction_type: str, case: PipelineCase, *, warmup: int,
                    runs: int, name: str, runtime: str, precision: str, threads: int, resolution: int,
                    component_gflops: dict[str, float | None], peak: dict | None, tick=None,
-                   first_is_timed: bool = False) -> tuple[dict, dict]:
+                   first_is_timed: bool = False, component_precisions: dict[str, str] | None = None,
+                   init_fields: dict | None = None) -> tuple[dict, dict]:
     """(pipeline item, unet_step item) for one case; Ctrl-C keeps the runs already timed.
 
     `first_is_timed` counts the first generation as a timed run too (for full-size suites where one
-    8-step image takes minutes); the item then says so in `first_run_timed`."""
+    8-step image takes minutes); the item then says so in `first_run_timed`.
+    `component_precisions`: the manifest precision of each network that ran (default: `precision`
+    for all three); each is held against its own peak in `limit_ms`. `init_fields` (init_ms_cold,
+    ort_cache, ...) go into both items as they are."""
+    precisions = {c: precision for c in ("text_encoder", "unet", "vae_decoder")} | (component_precisions or {})
     timer = CallTimer(networks.unet)
     pipeline = TextToImagePipeline(Networks(networks.text_encoder, timer, networks.vae_decoder), prediction_type)
     # With guidance each step is a batch of 2: one call (free or fixed batch 2) or two batch-1 calls.
@@ -145,16 +158,21 @@ def bench_pipeline(networks: Networks, init_ms: float, prediction_type: str, cas
     stages["unet_per_step"] = round(statistics.median(step_ms), 3)
     common = dict(runtime=runtime, precision=precision, threads=threads, peak=peak, resolution=resolution,
                   steps=case.steps, guidance_scale=case.guidance_scale, sampler=case.sampler)
+    common |= init_fields or {}
+    work = pipeline_work(component_gflops, case)
     pipeline_item = make_item(
         name=f"{name}/{case.label}", level="pipeline", component="pipeline",
         timing=Timing(init_ms, first_ms, stage_ms["total"], interrupted),
         gflops=pipeline_gflops(component_gflops, case), stages=stages, prompt=PROMPT, seed=SEED,
-        first_run_timed=first_is_timed, **common)
+        first_run_timed=first_is_timed, component_precisions=precisions, **common)
+    pipeline_item |= limit_fields(limit_basis(work, precisions, peak), pipeline_item["latency_ms"]["p50"])
     unet_gflops = component_gflops.get("unet")
     step_item = make_item(
         name=f"unet_step@{resolution}/{runtime}/{precision}/" + ("cfg" if case.guided else "nocfg"),
         level="unet_step", component="unet",
         timing=Timing(init_ms, first_ms, step_ms, interrupted),
         gflops=unet_gflops * (2 if case.guided else 1) if unet_gflops else None,
-        calls_per_step=calls_per_step, **common)
+        calls_per_step=calls_per_step, component_precisions={"unet": precisions["unet"]}, **common)
+    step_basis = limit_basis({"unet": (unet_gflops, 2 if case.guided else 1)}, precisions, peak)
+    step_item |= limit_fields(step_basis, step_item["latency_ms"]["p50"])
     return pipeline_item, step_item

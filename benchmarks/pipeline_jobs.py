@@ -4,16 +4,30 @@ artifact directory (loaded with the bench's threads and provider; the load is ti
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from md_export.errors import MdExportError
 from md_export.pipeline import Networks
 
-from .targets.host import RUNTIME_FORMAT, HostSettings, component_gflops, load_runner
+from .init_cache import CachedLoad, before_timed_load, init_fields
+from .targets.host import RUNTIME_FORMAT, HostSettings, component_gflops, graph_cache, load_runner
+
+COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 
 
-def torch_pipeline_networks(preset_name: str, resolution: int | None, settings: HostSettings):
-    """(networks, init_ms, prediction_type, gflops per component, resolution)."""
+@dataclass
+class LoadedPipeline:
+    networks: Networks
+    init_ms: float  # the three loads together
+    prediction_type: str
+    gflops: dict[str, float | None]  # per batch-1 call of each component
+    resolution: int
+    precisions: dict[str, str]  # the manifest precision of each network that was loaded
+    init_fields: dict = field(default_factory=dict)  # onnxruntime: init_ms_cold, ort_cache, ... (init_cache.py)
+
+
+def torch_pipeline_networks(preset_name: str, resolution: int | None, settings: HostSettings) -> LoadedPipeline:
     import torch
 
     from md_export.torch_networks import torch_networks
@@ -29,12 +43,13 @@ def torch_pipeline_networks(preset_name: str, resolution: int | None, settings: 
     start = time.perf_counter()
     networks, _ = torch_networks(preset, resolution, seed=settings.seed)
     init_ms = (time.perf_counter() - start) * 1e3
-    gflops = {c: component_gflops(preset.name, c, resolution, 1) for c in ("text_encoder", "unet", "vae_decoder")}
-    return networks, init_ms, preset.unet.prediction_type, gflops, resolution
+    gflops = {c: component_gflops(preset.name, c, resolution, 1) for c in COMPONENTS}
+    return LoadedPipeline(networks, init_ms, preset.unet.prediction_type, gflops, resolution,
+                          {c: "fp32" for c in COMPONENTS})
 
 
 def artifact_pipeline_networks(directory: str | Path, runtime: str, precision: str, resolution: int | None,
-                               settings: HostSettings):
+                               settings: HostSettings) -> LoadedPipeline:
     from md_export.artifacts import select_entries
     from md_export.export.manifest import ManifestError, read_manifest
     from md_export.runtimes.base import ArtifactLoadError
@@ -62,10 +77,21 @@ def artifact_pipeline_networks(directory: str | Path, runtime: str, precision: s
             paths[component] = verify_file(directory, entry)
         except ArtifactLoadError as exc:
             raise MdExportError(str(exc)) from None
+    loads = {}
+    for component, entry in entries.items():
+        if entry["format"] == "onnx":  # planned here, before any clock: the key uses the checked sha256
+            cache = graph_cache(paths[component], entry.get("sha256"), settings)
+            loads[component] = CachedLoad(
+                cache, lambda c=component, e=entry, g=cache: load_runner(paths[c], e["format"], e, settings, g),
+                lambda c=component, e=entry: load_runner(paths[c], e["format"], e, settings))
+    before = before_timed_load(loads) if loads else None
     start = time.perf_counter()
-    runners = {component: load_runner(paths[component], entry["format"], entry, settings)
+    runners = {component: (loads[component].load_cached() if component in loads
+                           else load_runner(paths[component], entry["format"], entry, settings))
                for component, entry in entries.items()}
     init_ms = (time.perf_counter() - start) * 1e3
     res = entries["unet"].get("resolution") or resolution
     gflops = {c: component_gflops(preset_name, c, res, 1) for c in entries}
-    return Networks(**runners), init_ms, prediction_type, gflops, res
+    return LoadedPipeline(Networks(**runners), init_ms, prediction_type, gflops, res,
+                          {c: entry["precision"] for c, entry in entries.items()},
+                          init_fields(before, runners, init_ms) if before is not None else {})

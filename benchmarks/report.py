@@ -28,6 +28,13 @@ def _fmt(value, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
     return f"{value * scale:.{digits}f}{suffix}"
 
 
+def format_small_ms(value) -> str:
+    """Milliseconds that range from a tiny preset's 0.004 to a full pipeline's thousands."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 1 else f"{value:.3g}"
+
+
 def markdown_table(result: dict) -> str:
     device = result["device"]
     settings = result["settings"]
@@ -42,8 +49,10 @@ def markdown_table(result: dict) -> str:
         from .machine_peak import describe_peak
 
         lines += [f"Machine peak: {describe_peak(peak)} ({peak.get('method', '')}).", ""]
-    header = ("item", "runtime", "precision", "threads", "init ms", "first ms", "p50 ms", "mean ± std ms",
-              "p90 ms", "p99 ms", "GFLOP/s", "% of peak", "peak RSS MB")
+    # cold init: onnxruntime without its optimized-graph cache (init ms is the load the runs used);
+    # limit: GFLOPs / measured peak per component, the time this host cannot beat (limit.py)
+    header = ("item", "runtime", "precision", "threads", "init ms", "cold init ms", "first ms", "p50 ms",
+              "mean ± std ms", "p90 ms", "p99 ms", "GFLOP/s", "% of peak", "limit ms", "p50 / limit", "peak RSS MB")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
     for item in result["items"]:
@@ -52,21 +61,25 @@ def markdown_table(result: dict) -> str:
             f"{stats['mean']:.2f}" + ("" if stats.get("std") is None else f" ± {stats['std']:.2f}"))
         lines.append("| " + " | ".join([
             item["name"] + (" (partial)" if item.get("interrupted") else ""), item["runtime"], item["precision"],
-            str(item.get("threads")), _fmt(item.get("init_ms"), 1), _fmt(item.get("first_ms"), 1),
-            _fmt(stats.get("p50")), mean_std, _fmt(stats.get("p90")), _fmt(stats.get("p99")),
-            _fmt(item.get("achieved_gflops_per_s"), 1), _fmt(item.get("fraction_of_peak"), 1, 100.0, "%"),
-            _fmt(item.get("peak_rss_mb"), 0),
+            str(item.get("threads")), _fmt(item.get("init_ms"), 1), _fmt(item.get("init_ms_cold"), 1),
+            _fmt(item.get("first_ms"), 1), _fmt(stats.get("p50")), mean_std, _fmt(stats.get("p90")),
+            _fmt(stats.get("p99")), _fmt(item.get("achieved_gflops_per_s"), 1),
+            _fmt(item.get("fraction_of_peak"), 1, 100.0, "%"), format_small_ms(item.get("limit_ms")),
+            _fmt(item.get("total_over_limit"), 2, suffix="x"), _fmt(item.get("peak_rss_mb"), 0),
         ]) + " |")
     staged = [i for i in result["items"] if i.get("stages")]
     if staged:
         # The breakdown onnxruntime's SD demo prints: median ms per stage over the timed runs.
-        lines += ["", "| pipeline | text encoder ms | UNet x N ms | UNet per step ms | VAE decoder ms | total ms |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        # Beside each total, the limit (sum of GFLOPs / peak per component) and how far above it it is.
+        lines += ["", "| pipeline | text encoder ms | UNet x N ms | UNet per step ms | VAE decoder ms | total ms "
+                      "| limit ms | total / limit |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for item in staged:
             s = item["stages"]
             lines.append(f"| {item['name']} | {_fmt(s.get('text_encoder'), 1)} | {_fmt(s.get('unet'), 1)} "
                          f"| {_fmt(s.get('unet_per_step'), 1)} | {_fmt(s.get('vae_decoder'), 1)} "
-                         f"| {_fmt(s.get('total'), 1)} |")
+                         f"| {_fmt(s.get('total'), 1)} | {format_small_ms(item.get('limit_ms'))} "
+                         f"| {_fmt(item.get('total_over_limit'), 2, suffix='x')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,14 @@
      "items": [{"name", "level", "component", "runtime", "precision", "format", "file", "sha256",
                 "resolution", "batch", "inputs", "threads", "init_ms", "first_ms", "peak_rss_mb",
                 "runs", "latency_ms": {min, mean, std, p50, p90, p99, max},
-                "gflops", "achieved_gflops_per_s", "fraction_of_peak", "stages"?}]}
+                "gflops", "achieved_gflops_per_s", "fraction_of_peak", "stages"?,
+                onnxruntime items: "init_ms_cold", "init_ms_cached", "init_ms_cache_write",
+                    "ort_cache": {component: {"state", "reason", "file", "key"}},
+                pipeline and unet_step items: "limit_ms", "total_over_limit", "limit_basis",
+                    "component_precisions"}]}
+
+Keys are only ever added, never renamed: older results stay readable. Optional keys may be absent
+(results written before they existed, other runtimes) or null (nothing to compute them from).
 
 `validate` is what `bench compare` and the tests use: it names every problem it finds.
 """
@@ -28,6 +35,8 @@ SCHEMA = "md-export-bench/1"
 LEVELS = ("component", "unet_step", "pipeline")
 VERSIONED_TOOLS = ("md-export", "numpy", "torch", "onnxruntime", "ai-edge-litert", "coremltools")
 ITEM_NUMBERS = ("init_ms", "first_ms", "peak_rss_mb")
+# Optional, checked only when present and not null.
+OPTIONAL_NUMBERS = ("init_ms_cold", "init_ms_cached", "init_ms_cache_write", "limit_ms", "total_over_limit")
 ITEM_REQUIRED = ("name", "level", "runtime", "precision", "threads", "runs", "latency_ms") + ITEM_NUMBERS
 
 
@@ -115,7 +124,7 @@ def validate(result: dict) -> None:
                 problems.append(f"{where}: missing {key!r}")
         if "level" in item and item["level"] not in LEVELS:
             problems.append(f"{where}: level {item['level']!r} not one of {LEVELS}")
-        for key in ITEM_NUMBERS:
+        for key in ITEM_NUMBERS + OPTIONAL_NUMBERS:
             if key in item and item[key] is not None and not _is_number(item[key]):
                 problems.append(f"{where}: {key} is not a number")
         stats = item.get("latency_ms")

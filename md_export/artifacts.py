@@ -31,11 +31,16 @@ def select_entries(manifest: dict, fmt: str, precision: str, resolution: int | N
 
 
 def artifact_networks(directory: str | Path, runtime: str, precision: str = "fp32", resolution: int | None = None,
-                      threads: int | None = None) -> tuple[Networks, dict]:
-    """Runners for text_encoder, unet and vae_decoder, and the manifest they came from."""
+                      threads: int | None = None, ort_cache: bool = True) -> tuple[Networks, dict]:
+    """Runners for text_encoder, unet and vae_decoder, and the manifest they came from.
+
+    `ort_cache` (on by default: the pipeline loads the same artifacts again and again) keeps
+    onnxruntime's optimized graphs in `<directory>/.ort_cache` so that later loads skip the
+    optimizer; a read-only directory just goes without (runtimes/ort_cache.py)."""
     if runtime not in RUNTIME_FORMATS:
         raise MdExportError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIME_FORMATS)}")
     manifest = read_manifest(Path(directory))
     entries = select_entries(manifest, RUNTIME_FORMATS[runtime], precision, resolution)
-    runners = {component: open_artifact(directory, entry, threads) for component, entry in entries.items()}
+    runners = {component: open_artifact(directory, entry, threads, ort_cache=ort_cache)
+               for component, entry in entries.items()}
     return Networks(**runners), manifest

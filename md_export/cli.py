@@ -118,7 +118,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from .artifacts import artifact_networks
 
         networks, manifest = artifact_networks(args.artifacts, args.runtime, args.precision,
-                                               args.resolution or (resolution if args.preset_given else None))
+                                               args.resolution or (resolution if args.preset_given else None),
+                                               ort_cache=args.ort_cache)
         source = manifest.get("source", {})
         if source.get("kind") == "preset":
             if source["preset"] != preset.name:
@@ -552,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--artifacts", default=None, help="artifact directory for --runtime onnx|tflite|coreml")
     generate.add_argument("--precision", default="fp32",
                           help="which artifacts: fp32, fp16, or a recipe's label (int8-static, int8-dynamic, ...)")
+    generate.add_argument("--no-ort-cache", dest="ort_cache", action="store_false",
+                          help="--runtime onnx: do not read or write onnxruntime's optimized graphs in "
+                               "ARTIFACTS/.ort_cache (by default the first load writes them, later loads skip the optimizer)")
     generate.add_argument("--compare-torch", action="store_true",
                           help="also run the torch reference and print the image PSNR between the two")
     generate.add_argument("--steps", type=int, default=None, help="sampler steps (default: preset's; 1 for onestep)")

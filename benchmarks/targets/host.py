@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +15,9 @@ import numpy as np
 from md_export.errors import MdExportError
 from md_export.runtimes.base import ArtifactLoadError, Runner, RuntimeUnavailableError
 
+from md_export.runtimes.ort_cache import GraphCache, disabled, plan_graph_cache, unavailable
+
+from ..init_cache import CachedLoad
 from ..inputs import random_feeds, reference_feeds
 
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}
@@ -29,6 +32,10 @@ class HostSettings:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     compute_units: str = "ALL"
     seed: int = 0
+    # onnxruntime's optimized graphs cached beside the artifacts (md_export/runtimes/ort_cache.py);
+    # --no-ort-cache turns it off, --ort-cache-dir puts the files elsewhere
+    ort_cache: bool = True
+    ort_cache_dir: str | None = None
 
 
 @dataclass
@@ -43,6 +50,8 @@ class Job:
     feeds: Callable[[Runner], dict[str, np.ndarray]]  # given the loaded runner (random feeds need its specs)
     gflops: float | None
     extra: dict = field(default_factory=dict)
+    # onnxruntime artifacts: the cache plan and an uncached load, for init_ms_cold (init_cache.py)
+    cached_load: CachedLoad | None = None
 
 
 @lru_cache(maxsize=None)
@@ -63,13 +72,24 @@ def component_gflops(preset_name: str | None, component: str, resolution: int | 
         return None
 
 
-def load_runner(path: Path, fmt: str, entry: dict | None, settings: HostSettings) -> Runner:
-    """Open one artifact with the benchmark's settings (threads, provider, compute units)."""
+def graph_cache(path: Path, sha256: str | None, settings: HostSettings) -> GraphCache:
+    """The optimized-graph cache of one .onnx, planned before any init clock starts. `sha256` is
+    the file's, already checked (verify_file) or computed; never hashed here."""
+    if not settings.ort_cache:
+        return disabled(path)
+    return plan_graph_cache(path, verified_sha256=sha256, providers=settings.providers,
+                            cache_dir=settings.ort_cache_dir)
+
+
+def load_runner(path: Path, fmt: str, entry: dict | None, settings: HostSettings,
+                cache: GraphCache | None = None) -> Runner:
+    """Open one artifact with the benchmark's settings (threads, provider, compute units); an .onnx
+    through `cache` when given (see graph_cache)."""
     try:
         if fmt == "onnx":
             from md_export.runtimes.onnx_runner import OnnxRunner
 
-            return OnnxRunner(path, providers=settings.providers, threads=settings.threads)
+            return OnnxRunner(path, providers=settings.providers, threads=settings.threads, cache=cache)
         if fmt == "tflite":
             from md_export.runtimes.litert_runner import LiteRTRunner
 
@@ -139,6 +159,12 @@ def artifact_dir_jobs(directory: str | Path, settings: HostSettings, runtimes: l
         except ArtifactLoadError as exc:
             raise MdExportError(str(exc)) from None
 
+        cached_load = None
+        if entry["format"] == "onnx":
+            cache = graph_cache(path, entry.get("sha256"), settings)
+            cached_load = CachedLoad(cache, partial(load_runner, path, "onnx", entry, settings, cache),
+                                     partial(load_runner, path, "onnx", entry, settings))
+
         def load(entry=entry, path=path):
             return load_runner(path, entry["format"], entry, settings)
 
@@ -150,9 +176,11 @@ def artifact_dir_jobs(directory: str | Path, settings: HostSettings, runtimes: l
         jobs.append(Job(
             name=_job_name(entry["component"], res, runtime, entry["precision"], batch),
             component=entry["component"], runtime=runtime, precision=entry["precision"], resolution=res, batch=batch,
-            load=load, feeds=feeds, gflops=component_gflops(preset_name, entry["component"], res, batch),
+            load=cached_load.load_cached if cached_load else load, feeds=feeds,
+            gflops=component_gflops(preset_name, entry["component"], res, batch),
             extra={"format": entry["format"], "file": entry["file"], "sha256": entry.get("sha256"),
                    "inputs": "reference" if reference_feeds(directory, entry) else f"random (seed {settings.seed})"},
+            cached_load=cached_load,
         ))
     if not jobs:
         raise MdExportError(f"nothing to benchmark in {directory} with the chosen runtime/precision/component filters")
@@ -178,11 +206,20 @@ def artifact_file_jobs(path: str | Path, settings: HostSettings) -> tuple[list[J
                                                entries[0].get("resolution"))
             return [j for j in jobs if j.extra["file"] == entries[0]["file"]], manifest
     runtime = FORMAT_RUNTIME[fmt]
+    sha256 = sha256_of(path)
+    cached_load = None
+    if fmt == "onnx":
+        # Beside a file outside an md-export artifact directory nothing is ours to write.
+        cache = (graph_cache(path, sha256, settings) if settings.ort_cache_dir or not settings.ort_cache else
+                 unavailable(path, "not in an md-export artifact directory (pass --ort-cache-dir to cache it)"))
+        cached_load = CachedLoad(cache, partial(load_runner, path, fmt, None, settings, cache),
+                                 partial(load_runner, path, fmt, None, settings))
     job = Job(name=f"{path.stem}/{runtime}", component=path.stem, runtime=runtime, precision="unknown",
-              resolution=None, batch=1, load=lambda: load_runner(path, fmt, None, settings),
+              resolution=None, batch=1,
+              load=cached_load.load_cached if cached_load else lambda: load_runner(path, fmt, None, settings),
               feeds=lambda runner: random_feeds(runner.inputs, settings.seed), gflops=None,
-              extra={"format": fmt, "file": path.name, "sha256": sha256_of(path),
-                     "inputs": f"random (seed {settings.seed})"})
+              extra={"format": fmt, "file": path.name, "sha256": sha256, "inputs": f"random (seed {settings.seed})"},
+              cached_load=cached_load)
     return [job], None
 
 

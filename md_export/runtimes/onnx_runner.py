@@ -1,4 +1,8 @@
-"""onnxruntime runner (CPU by default; the execution provider is a constructor argument)."""
+"""onnxruntime runner (CPU by default; the execution provider is a constructor argument).
+
+With a `GraphCache` (see ort_cache.py) the session comes from onnxruntime's optimized graph cached
+beside the artifact when there is one, and writes it when there is not; `cache_status` says which.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import ArtifactLoadError, Runner, TensorSpec
+from .ort_cache import GraphCache, disabled, open_session
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
                "tensor(int32)": "int32"}
@@ -15,14 +20,22 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
 class OnnxRunner(Runner):
     runtime = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0):
+    def __init__(self, path: str | Path, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0,
+                 cache: GraphCache | None = None):
+        """`cache`: plan it (`plan_graph_cache`) before timing a load; None loads without one."""
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        def make_options(level: str):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            # 3 (errors): also keeps onnxruntime's "hardware specific optimizations" warning, which
+            # the cache key answers, off stderr when a cache is written
+            options.log_severity_level = 3
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            return options
+
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+            self.session, self.cache_status = open_session(cache or disabled(path), make_options, tuple(providers))
         except Exception as exc:  # InvalidProtobuf, Fail, NoSuchFile...
             raise ArtifactLoadError(f"cannot load ONNX model {Path(path).name}: {str(exc).splitlines()[0]}") from None
         self._inputs = tuple(

@@ -19,13 +19,21 @@ def verify_file(directory: Path, entry: dict) -> Path:
     return path
 
 
-def open_artifact(directory: str | Path, entry: dict, threads: int | None = None, verify: bool = True) -> Runner:
+def open_artifact(directory: str | Path, entry: dict, threads: int | None = None, verify: bool = True,
+                  ort_cache: bool = False, ort_cache_dir: str | Path | None = None) -> Runner:
+    """`ort_cache`: load an .onnx through onnxruntime's optimized graph cached beside it (written on
+    the first load; ort_cache.py). Off by default here, where parity and quantization open an
+    artifact once; the pipeline (`artifact_networks`) and the benchmarks turn it on."""
     path = verify_file(Path(directory), entry) if verify else Path(directory) / entry["file"]
     fmt = entry["format"]
     if fmt == "onnx":
         from .onnx_runner import OnnxRunner
+        from .ort_cache import disabled, plan_graph_cache
 
-        return OnnxRunner(path, threads=threads or 0)
+        # Unverified, the manifest's sha256 may not be the file's: the key then fingerprints the file.
+        cache = (plan_graph_cache(path, verified_sha256=entry.get("sha256") if verify else None,
+                                  cache_dir=ort_cache_dir) if ort_cache else disabled(path))
+        return OnnxRunner(path, threads=threads or 0, cache=cache)
     if fmt == "tflite":
         from .litert_runner import LiteRTRunner
 

@@ -33,9 +33,11 @@ def test_paper_table_tiny(onnx_dir, tmp_path, cli, capsys):
     assert "sd15-tiny:unet@64/torch/fp32" in {i["name"] for i in result["items"]}
     pipeline = [i for i in result["items"] if i["level"] == "pipeline"]
     assert all(i["first_run_timed"] and i["runs"] == 1 for i in pipeline)
+    for name, row in table["end_to_end"].items():  # the limit beside every end-to-end total
+        assert row["limit_ms"] > 0 and row["total_over_limit"] == pytest.approx(row["p50_ms"] / row["limit_ms"], rel=1e-2)
     assert (out / "paper.png").read_bytes()[:4] == b"\x89PNG"
     text = (out / "paper.md").read_text()
-    assert "| unet |" in text and "sd15-tiny ms" in text
+    assert "| unet |" in text and "sd15-tiny ms" in text and "| limit ms | total / limit |" in text
     assert "paper.json" in capsys.readouterr().out
 
 
