@@ -13,6 +13,9 @@ reused from there):
 - the Amdahl bound: the fp32 profile's share of time in Conv/MatMul/Gemm, sped up by the probe
   ratio, the rest not: 1 / ((1 - g) + g / ratio). On a host whose int8 GEMMs run 15x faster (AMX)
   the float ops left (normalization, activations, Q/DQ) set the limit, not the GEMMs;
+- the kernel bound: the same with the Conv share sped up by the conv probe's ratio instead
+  (machine_peak.CONV_PROBE: onnxruntime's int8 convs do not run on its GEMM), what a network can
+  reach when every Conv/MatMul/Gemm runs at its probe's int8 speed and nothing else changes;
 - the kernels onnxruntime runs (quantized / all) from the quantize step.
 
 `--micro-out`: the trained `mobilediffusion-micro` weights exported, calibrated on training-split
@@ -34,7 +37,9 @@ from md_export.quantize.speed import paired_speed
 from .machine_peak import describe_peak, measure_machine_peak
 from .profile import profile
 
-GEMM_OPS = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+CONV_OPS = ("Conv", "FusedConv")
+MATMUL_OPS = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm")
+GEMM_OPS = CONV_OPS + MATMUL_OPS
 
 
 def _quantized(artifacts: Path, target: Path, recipe: str, calibration: Path) -> Path:
@@ -44,18 +49,29 @@ def _quantized(artifacts: Path, target: Path, recipe: str, calibration: Path) ->
     return target
 
 
-def gemm_share(path: Path, runs: int) -> float:
-    """Share of the fp32 network's kernel time in Conv/MatMul/Gemm (onnxruntime's profiler)."""
+def gemm_shares(path: Path, runs: int) -> tuple[float, float]:
+    """Shares of the fp32 network's kernel time in Conv and in MatMul/Gemm (onnxruntime's profiler)."""
     result = profile(path, runs=runs, warmup=1)
-    return sum(row["share"] for row in result["by_op_type"] if row["op_type"] in GEMM_OPS)
+    conv = sum(row["share"] for row in result["by_op_type"] if row["op_type"] in CONV_OPS)
+    matmul = sum(row["share"] for row in result["by_op_type"] if row["op_type"] in MATMUL_OPS)
+    return conv, matmul
 
 
-def hold_against(row: dict, ratio: float) -> None:
-    """The row's speedup against the probe ratio and the Amdahl bound that ratio implies."""
+def hold_against(row: dict, ratio: float, conv_ratio: float | None = None) -> None:
+    """The row's speedup against the probe ratio and the Amdahl bound that ratio implies; with
+    `conv_ratio` (the conv probe's), also the kernel bound: Conv time sped up by the conv ratio,
+    MatMul/Gemm time by the GEMM ratio, the rest not, since onnxruntime runs int8 convs through
+    direct-convolution kernels that do not reach its GEMM's throughput."""
     share = row["fp32_gemm_time_share"]
     bound = 1.0 / ((1.0 - share) + share / ratio)
     row.update({"probe_ratio": round(ratio, 2), "share_of_probe_ratio": round(row["speedup"] / ratio, 3),
                 "amdahl_bound": round(bound, 2), "share_of_amdahl_bound": round(row["speedup"] / bound, 3)})
+    if conv_ratio is not None and "fp32_conv_time_share" in row:
+        conv = row["fp32_conv_time_share"]
+        matmul = share - conv
+        kernel_bound = 1.0 / ((1.0 - share) + conv / conv_ratio + matmul / ratio)
+        row.update({"conv_probe_ratio": round(conv_ratio, 2), "kernel_bound": round(kernel_bound, 2),
+                    "share_of_kernel_bound": round(row["speedup"] / kernel_bound, 3)})
 
 
 def measure_directory(artifacts: Path, quantized: Path, runs: int) -> list[dict]:
@@ -68,12 +84,13 @@ def measure_directory(artifacts: Path, quantized: Path, runs: int) -> list[dict]
         feeds, _ = load_reference(artifacts, source)
         check = paired_speed(artifacts, source, quantized, entry, feeds, runs)
         fp32_ms, int8_ms = check.source_p50_ms, check.p50_ms
-        share = gemm_share(artifacts / source["file"], runs=1)
+        conv_share, matmul_share = gemm_shares(artifacts / source["file"], runs=1)
         kernels = entry.get("kernels") or {}
         rows.append({
             "artifact": entry["file"], "component": entry["component"], "fp32_p50_ms": round(fp32_ms, 1),
             "int8_p50_ms": round(int8_ms, 1), "speedup": round(fp32_ms / int8_ms, 2),
-            "fp32_gemm_time_share": round(share, 3),
+            "fp32_gemm_time_share": round(conv_share + matmul_share, 3),
+            "fp32_conv_time_share": round(conv_share, 3),
             "kernels": {c: f"{kernels['quantized'].get(c, 0)}/{n}" for c, n in kernels.get("total", {}).items()},
             "qdq_left": kernels.get("qdq_left")})
         print(json.dumps(rows[-1]), flush=True)
@@ -117,13 +134,16 @@ def micro_quality(out: Path, recipe: str, prompts: int, seeds: int) -> dict:
 def markdown(result: dict) -> str:
     lines = [f"Machine peak: {describe_peak(result['peak_before'])}.", "",
              "| network | fp32 p50 ms | int8 p50 ms | speedup | probe ratio | share of probe | fp32 GEMM share "
-             "| Amdahl bound | share of bound | kernels quantized | Q/DQ left |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "| Amdahl bound | share of bound | fp32 conv share | kernel bound | share of kernel bound "
+             "| kernels quantized | Q/DQ left |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for row in result["rows"]:
         kernels = ", ".join(f"{c} {v}" for c, v in row["kernels"].items())
         lines.append(f"| {row['artifact']} | {row['fp32_p50_ms']} | {row['int8_p50_ms']} | {row['speedup']}x | "
                      f"{row['probe_ratio']} | {row['share_of_probe_ratio']:.0%} | {row['fp32_gemm_time_share']:.0%} | "
-                     f"{row['amdahl_bound']}x | {row['share_of_amdahl_bound']:.0%} | {kernels} | {row['qdq_left']} |")
+                     f"{row['amdahl_bound']}x | {row['share_of_amdahl_bound']:.0%} | "
+                     f"{row['fp32_conv_time_share']:.0%} | {row['kernel_bound']}x | {row['share_of_kernel_bound']:.0%} | "
+                     f"{kernels} | {row['qdq_left']} |")
     micro = result.get("micro")
     if micro:
         lines += ["", f"Trained mobilediffusion-micro, {micro['recipe']}: final image PSNR vs fp32 torch "
@@ -154,8 +174,8 @@ def main() -> None:
     print("machine peak ...", flush=True)
     peaks = [measure_machine_peak()]
 
-    def ratio_of() -> float:
-        return max(p["int8_gops"] for p in peaks) / max(p["fp32_gflops"] for p in peaks)
+    def ratio_of(int8: str = "int8_gops", fp32: str = "fp32_gflops") -> float:
+        return max(p[int8] for p in peaks) / max(p[fp32] for p in peaks)
 
     rows = []
     pairs = [(args.artifacts, args.calibration)] + [tuple(extra.split(",", 1)) for extra in args.extra]
@@ -164,7 +184,7 @@ def main() -> None:
         rows += measure_directory(Path(directory), target, args.runs)
     peaks.append(measure_machine_peak())
     for row in rows:  # the probe read after the networks too: hold every row against the best reads
-        hold_against(row, ratio_of())
+        hold_against(row, ratio_of(), ratio_of("conv_int8_gops", "conv_fp32_gflops"))
     result = {"peak_before": peaks[0], "peak_after": peaks[1], "rows": rows}
     if args.micro_out:
         result["micro"] = micro_quality(Path(args.micro_out), args.recipe, args.micro_prompts, args.micro_seeds)

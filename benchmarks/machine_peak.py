@@ -67,6 +67,72 @@ def gemm_throughput(kind: str, n: int = 2048, threads: int = 0, runs: int = 8, w
     return 2.0 * n ** 3 / min(samples) / 1e9
 
 
+# The conv probe: a 3x3 convolution at the width and size of a VAE decoder's middle levels.
+# onnxruntime runs an int8 Conv (QLinearConv, uint8 activations, int8 symmetric weights) through
+# its own direct-convolution kernels, not through the GEMM the MatMul probe times: on an AMX host
+# the GEMM probe read 13-15x over fp32 while this conv read 3.7-3.9x (64-128 channels, 128-256 px),
+# 2.6x at 320 channels, 5.1x for a 1x1 conv. A conv network's int8 ceiling is this ratio.
+CONV_PROBE = {"channels": 128, "side": 128, "kernel": 3}
+
+
+def conv_model(kind: str, channels: int = CONV_PROBE["channels"], side: int = CONV_PROBE["side"],
+               kernel: int = CONV_PROBE["kernel"], seed: int = 0):
+    """fp32 Conv, or DequantizeLinear -> Conv -> QuantizeLinear with uint8 input and output (what
+    onnxruntime fuses into one QLinearConv); weights are initializers, as in a model."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((channels, channels, kernel, kernel)).astype(np.float32) * 0.05
+    shape = [1, channels, side, side]
+    pads = [kernel // 2] * 4
+    if kind == "fp32":
+        x = helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)
+        y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)
+        nodes = [helper.make_node("Conv", ["X", "W"], ["Y"], pads=pads)]
+        inits = [numpy_helper.from_array(weight, "W")]
+    else:
+        scale = (np.abs(weight).reshape(channels, -1).max(1) / 127).astype(np.float32)
+        x = helper.make_tensor_value_info("X", TensorProto.UINT8, shape)
+        y = helper.make_tensor_value_info("Y", TensorProto.UINT8, shape)
+        nodes = [helper.make_node("DequantizeLinear", ["X", "x_scale", "zero"], ["x"]),
+                 helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zero"], ["W"], axis=0),
+                 helper.make_node("Conv", ["x", "W"], ["y"], pads=pads),
+                 helper.make_node("QuantizeLinear", ["y", "y_scale", "zero"], ["Y"])]
+        inits = [numpy_helper.from_array(np.round(weight / scale[:, None, None, None]).astype(np.int8), "Wq"),
+                 numpy_helper.from_array(scale, "w_scale"), numpy_helper.from_array(np.zeros(channels, np.int8), "w_zero"),
+                 numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+                 numpy_helper.from_array(np.array(0.05, np.float32), "y_scale"),
+                 numpy_helper.from_array(np.array(128, np.uint8), "zero")]
+    graph = helper.make_graph(nodes, f"conv_{kind}", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_throughput(kind: str, threads: int = 0, runs: int = 8, warmup: int = 2) -> float:
+    """Giga-ops per second (2 x MACs per call) of the conv probe ("fp32" or "int8")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(conv_model(kind).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    c, side, k = CONV_PROBE["channels"], CONV_PROBE["side"], CONV_PROBE["kernel"]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, c, side, side), dtype=np.float32)
+    feeds = {"X": x if kind == "fp32" else rng.integers(0, 255, x.shape, dtype=np.uint8)}
+    for _ in range(warmup):
+        session.run(None, feeds)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        samples.append(time.perf_counter() - start)
+    return 2.0 * c * c * k * k * side * side / min(samples) / 1e9
+
+
 # Per core per cycle, assuming two vector FMA ports (every AVX2 and AVX-512 server core of the
 # last decade: Zen 2-5, Skylake-SP to Sapphire Rapids; some low-end Xeons have one AVX-512 port).
 # fp32: 2 ports x lanes x 2 (multiply + add). int8: VNNI vpdpbusd does 4 u8 x s8 products per
@@ -122,10 +188,16 @@ def measure_machine_peak(threads: int = 0, n: int = 2048) -> dict:
 
     fp32 = gemm_throughput("fp32", n, threads)
     int8 = gemm_throughput("int8", n, threads)
+    conv_fp32 = conv_throughput("fp32", threads)
+    conv_int8 = conv_throughput("int8", threads)
     return {
         "fp32_gflops": round(fp32, 1),
         "int8_gops": round(int8, 1),
-        "int8_over_fp32": round(int8 / fp32, 2),  # the ceiling of an int8 artifact's speedup here
+        "int8_over_fp32": round(int8 / fp32, 2),  # the ceiling of an int8 MatMul/Gemm's speedup here
+        "conv_fp32_gflops": round(conv_fp32, 1),
+        "conv_int8_gops": round(conv_int8, 1),
+        "conv_int8_over_fp32": round(conv_int8 / conv_fp32, 2),  # the ceiling of an int8 Conv's speedup
+        "conv_probe": dict(CONV_PROBE),
         "method": f"onnxruntime {ort.__version__} CPU, {n}^3 MatMul (fp32) / MatMulInteger (u8 x s8), "
                   "B as an initializer (pre-packed, as a model's weights), best of 8",
         "gemm_size": n,
@@ -138,6 +210,11 @@ def describe_peak(peak: dict) -> str:
     """One line for reports: measured peaks, their ratio, and the theoretical FMA peak beside them."""
     text = (f"fp32 {peak['fp32_gflops']:.0f} GFLOP/s, int8 {peak['int8_gops']:.0f} GOP/s measured"
             + (f" (int8/fp32 {peak['int8_over_fp32']:.2f})" if peak.get("int8_over_fp32") else ""))
+    if peak.get("conv_int8_over_fp32"):
+        probe = peak.get("conv_probe", CONV_PROBE)
+        text += (f"; {probe['kernel']}x{probe['kernel']} conv ({probe['channels']} ch, {probe['side']}^2): "
+                 f"fp32 {peak['conv_fp32_gflops']:.0f} GFLOP/s, int8 {peak['conv_int8_gops']:.0f} GOP/s "
+                 f"(int8/fp32 {peak['conv_int8_over_fp32']:.2f})")
     theory = peak.get("theoretical")
     if theory:
         text += (f"; theoretical fp32 {theory['fp32_gflops']:.0f} GFLOP/s, int8 {theory['int8_gops']:.0f} GOP/s "

@@ -181,6 +181,35 @@ def test_int8_speedup_is_held_against_the_probe_and_its_amdahl_bound():
     assert row["share_of_amdahl_bound"] == pytest.approx(0.32, abs=1e-3)
 
 
+def test_kernel_bound_speeds_convs_up_by_the_conv_probe_only():
+    from md_export.benchmarks.int8_speedup import hold_against
+
+    row = {"speedup": 2.0, "fp32_gemm_time_share": 0.9, "fp32_conv_time_share": 0.6}
+    hold_against(row, 15.0, 4.0)
+    # 60% conv time at 4x, 30% MatMul time at 15x, 10% float: 1 / (0.1 + 0.15 + 0.02) = 3.70x
+    assert row["kernel_bound"] == pytest.approx(3.70, abs=0.01)
+    assert row["share_of_kernel_bound"] == pytest.approx(2.0 / 3.7037, abs=1e-3)
+    assert row["amdahl_bound"] == pytest.approx(6.25, abs=0.01)  # the GEMM-only bound is kept beside it
+
+
+def test_conv_probe_is_one_quantized_conv_kernel_with_initializer_weights(tmp_path):
+    # what the conv ratio times: onnxruntime's QLinearConv on uint8 in and out, nothing else
+    import onnx
+    import onnxruntime as ort
+
+    from md_export.benchmarks.machine_peak import conv_model
+
+    model = conv_model("int8", channels=16, side=8)
+    assert {i.name for i in model.graph.initializer} >= {"Wq"}
+    assert [i.name for i in model.graph.input] == ["X"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 1 and not {"Conv", "DequantizeLinear", "QuantizeLinear"} & set(ops), ops
+
+
 def test_artifacts_are_hashed_before_the_init_clock_starts(onnx_dir, cli, monkeypatch):
     # init_ms is what the runtime needs to load a model; checking its sha256 (seconds for a 1.5 GB
     # UNet) happens before: no hash may fall between the loads that one init_ms covers
