@@ -46,7 +46,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 
     from .errors import BadArgumentError
     from .quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, check_gate, measure,
-                          quality_prompts, torch_generate)
+                          prompt_set, torch_generate)
 
     if (args.artifacts is None) == (args.preset is None):
         raise BadArgumentError("pass exactly one of --artifacts DIR (exported recipe, gated against fp32 torch) "
@@ -54,9 +54,9 @@ def cmd_quality(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise BadArgumentError(f"--seeds must be at least 1, got {args.seeds}")
     try:
-        prompts = quality_prompts(args.prompts, args.num_prompts)
+        prompts = prompt_set(args.prompts, args.num_prompts)
     except ValueError as exc:
-        raise BadArgumentError(str(exc)) from None
+        raise BadArgumentError(f"--num-prompts: {exc}") from None
     seeds = list(range(args.seeds))
     sampling = SamplingSettings(args.steps, args.guidance_scale)
     console = Console(stderr=True)
@@ -129,7 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_allow_random_argument(quality)
     quality.add_argument("--prompts", choices=PROMPT_SETS, default="held-out")
-    quality.add_argument("--num-prompts", type=int, default=20)
+    quality.add_argument("--num-prompts", type=int, default=None,
+                         help="held-out: the first N prompts of the shipped held-out set (default: all 120); "
+                              "train: N training-split prompts (default 20)")
     quality.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt")
     quality.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the preset's)")
     quality.add_argument("--guidance-scale", type=float, default=None)

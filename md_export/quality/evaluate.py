@@ -7,6 +7,7 @@ the fp32 torch model it was exported from, measured on the same prompts, seeds a
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,22 +44,36 @@ class QualityReport:
                 "attributes": self.attributes, "source": self.source, "items": self.items}
 
 
+def picture_draws(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """(prompt, seed) of every picture: each prompt with every seed. A prompt listed k times
+    is drawn the k-th time with the seeds moved by k blocks (a block spans the seeds' range), so a
+    repeated prompt adds new pictures, not copies."""
+    if not seeds:
+        return []
+    block = max(seeds) - min(seeds) + 1
+    listed: Counter = Counter()
+    draws = []
+    for prompt in prompts:
+        draws += [(prompt, seed + listed[prompt] * block) for seed in seeds]
+        listed[prompt] += 1
+    return draws
+
+
 def measure(generate: Generate, prompts: list[str], seeds: list[int], source: str,
             progress: Callable[[int, int], None] | None = None) -> QualityReport:
     correct: dict[str, int] = {}
     total: dict[str, int] = {}
     items = []
-    count = len(prompts) * len(seeds)
-    for prompt in prompts:
-        for seed in seeds:
-            verdicts = score_image(generate(prompt, seed), prompt)
-            for attribute, values in verdicts.items():
-                correct[attribute] = correct.get(attribute, 0) + sum(values)
-                total[attribute] = total.get(attribute, 0) + len(values)
-            items.append({"prompt": prompt, "seed": seed, "fidelity": round(fidelity(verdicts), 4),
-                          "verdicts": verdicts})
-            if progress is not None:
-                progress(len(items), count)
+    draws = picture_draws(prompts, seeds)
+    for prompt, seed in draws:
+        verdicts = score_image(generate(prompt, seed), prompt)
+        for attribute, values in verdicts.items():
+            correct[attribute] = correct.get(attribute, 0) + sum(values)
+            total[attribute] = total.get(attribute, 0) + len(values)
+        items.append({"prompt": prompt, "seed": seed, "fidelity": round(fidelity(verdicts), 4),
+                      "verdicts": verdicts})
+        if progress is not None:
+            progress(len(items), len(draws))
     attributes = sum(total.values())
     return QualityReport(source, sum(correct.values()) / attributes if attributes else 0.0, len(items),
                          {k: correct[k] / total[k] for k in sorted(total)}, attributes, items)
