@@ -45,8 +45,10 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from md_export.models import get_preset
 
     from .errors import BadArgumentError
-    from .quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, check_gate, measure,
-                          quality_prompts, torch_generate)
+    from .export.manifest import check_output_path, write_text_atomic
+    from .images import save_png
+    from .quality import (QUALITY_MARGIN, GateResult, SamplingSettings, artifact_generate, check_gate, grid_image,
+                          markdown_report, measure, prompt_set, text_summary, torch_generate)
 
     if (args.artifacts is None) == (args.preset is None):
         raise BadArgumentError("pass exactly one of --artifacts DIR (exported recipe, gated against fp32 torch) "
@@ -54,9 +56,12 @@ def cmd_quality(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise BadArgumentError(f"--seeds must be at least 1, got {args.seeds}")
     try:
-        prompts = quality_prompts(args.prompts, args.num_prompts)
+        prompts = prompt_set(args.prompts, args.num_prompts)
     except ValueError as exc:
-        raise BadArgumentError(str(exc)) from None
+        raise BadArgumentError(f"--num-prompts: {exc}") from None
+    for output in (args.grid, args.markdown):
+        if output is not None:
+            check_output_path(output)  # before minutes of sampling
     seeds = list(range(args.seeds))
     sampling = SamplingSettings(args.steps, args.guidance_scale)
     console = Console(stderr=True)
@@ -76,6 +81,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
         generate, source = torch_generate(get_preset(args.preset), args.checkpoint_dir, sampling)
         report = run(generate, source)
         data, gate = report.as_dict(), None
+        data["gate_margin"] = report.margins(margin)
     else:
         generate, source, preset, checkpoint_dir = artifact_generate(args.artifacts, args.runtime, args.precision,
                                                                      sampling)
@@ -83,15 +89,18 @@ def cmd_quality(args: argparse.Namespace) -> int:
         reference_generate, reference_source = torch_generate(preset, checkpoint_dir, sampling)
         gate = GateResult(artifacts, run(reference_generate, reference_source), margin)
         report, data = artifacts, gate.as_dict()
+    setting = f"{len(prompts)} {args.prompts} prompts x {len(seeds)} seeds"
+    if args.markdown is not None:
+        write_text_atomic(args.markdown, markdown_report(report, gate, margin, setting))
+    if args.grid is not None:
+        save_png(grid_image(report), args.grid)
     if args.json:
         print(json.dumps(data if args.items else {k: v for k, v in data.items() if k != "items"}, indent=2))
     else:
-        attributes = ", ".join(f"{k} {v:.0%}" for k, v in report.per_attribute.items())
-        print(f"fidelity {report.fidelity:.1%} over {report.n} pictures ({len(prompts)} {args.prompts} prompts x "
-              f"{len(seeds)} seeds; {report.attributes} attributes): {attributes}; {report.source}")
-        if gate is not None:
-            print(f"fp32 torch: {gate.reference.fidelity:.1%}; drop {gate.drop:+.1%} (margin {margin:.0%}): "
-                  f"{'passed' if gate.passed else 'FAILED'}")
+        print(text_summary(report, gate, margin, setting), end="")
+        for output in (args.markdown, args.grid):
+            if output is not None:
+                print(f"wrote {output}")
         console.print(f"{time.perf_counter() - start:.1f} s")
     if gate is not None:
         check_gate(gate)
@@ -129,7 +138,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_allow_random_argument(quality)
     quality.add_argument("--prompts", choices=PROMPT_SETS, default="held-out")
-    quality.add_argument("--num-prompts", type=int, default=20)
+    quality.add_argument("--num-prompts", type=int, default=None,
+                         help="held-out: the first N prompts of the shipped held-out set (default: all 120); "
+                              "train: N training-split prompts (default 20)")
     quality.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt")
     quality.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the preset's)")
     quality.add_argument("--guidance-scale", type=float, default=None)
@@ -138,6 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     quality.add_argument("--margin", type=float, default=None,
                          help="allowed fidelity drop below fp32 torch (default 0.05)")
     quality.add_argument("--json", action="store_true",
-                         help='print {"fidelity": 0..1, "n": int, "per_attribute": {...}, ...}')
+                         help='print {"fidelity": 0..1, "n": int, "per_attribute": {...}, "confusion": {...}, ...}')
     quality.add_argument("--items", action="store_true", help="with --json: every picture's verdicts too")
+    quality.add_argument("--markdown", default=None, metavar="PATH",
+                         help="write the report as Markdown: per-attribute accuracy, the gate's margins in "
+                              "attributes, the shape / colour / digit scorers' confusion tables")
+    quality.add_argument("--grid", default=None, metavar="PATH",
+                         help="write a PNG grid of every scored picture with its prompt and verdicts")
     quality.set_defaults(func=cmd_quality)

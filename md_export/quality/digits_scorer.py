@@ -33,5 +33,11 @@ def predict_digits(images: np.ndarray) -> np.ndarray:
     return digit_classifier().predict(scans.reshape(len(scans), -1))
 
 
+def read_digit(image: np.ndarray, caption: str) -> tuple[dict[str, list[bool]], dict[str, list[tuple[int, int]]]]:
+    """score_digit's verdict, and (the digit the caption names, the digit the classifier read)."""
+    wanted, read = parse_caption(caption), int(predict_digits(image[None])[0])
+    return {"digit": [read == wanted]}, {"digit": [(wanted, read)]}
+
+
 def score_digit(image: np.ndarray, caption: str) -> dict[str, list[bool]]:
-    return {"digit": [int(predict_digits(image[None])[0]) == parse_caption(caption)]}
+    return read_digit(image, caption)[0]

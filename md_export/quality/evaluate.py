@@ -2,11 +2,13 @@
 
 fidelity = correct attributes / all attributes over prompts x seeds (md_export/quality/scorer.py).
 The gate: an artifact directory (a recipe) fails when its fidelity is more than `margin` below
-the fp32 torch model it was exported from, measured on the same prompts, seeds and sampler.
+the fp32 torch model it was exported from, measured on the same prompts, seeds and sampler, or
+when one attribute class (colour, shape, ...) drops by more than its own margin (gate_margin.py).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,14 +20,15 @@ from md_export.models import Preset, get_preset
 from ..errors import BadArgumentError
 from ..parity import ParityFailure
 from ..pipeline import TextToImagePipeline
-from .scorer import fidelity, score_image
+from .confusion import Confusion, add_readings
+from .gate_margin import QUALITY_MARGIN, attributes_within, class_margin, margin_summary  # QUALITY_MARGIN: as before
+from .scorer import fidelity, score_and_read
 
-QUALITY_MARGIN = 0.05  # declared: a recipe may lose at most 5 points of fidelity against fp32 torch
 Generate = Callable[[str, int], np.ndarray]  # (prompt, seed) -> (64, 64, 3) uint8
 
 
 class QualityGateFailure(ParityFailure):
-    """The artifacts' fidelity fell more than the declared margin below fp32 torch."""
+    """The artifacts' fidelity, or one attribute class's accuracy, fell more than its margin below fp32 torch."""
 
 
 @dataclass
@@ -35,33 +38,63 @@ class QualityReport:
     n: int  # pictures scored (prompts x seeds)
     per_attribute: dict[str, float]
     attributes: int  # attribute verdicts behind `fidelity`
-    items: list[dict] = field(default_factory=list)  # per picture: prompt, seed, verdicts
+    items: list[dict] = field(default_factory=list)  # per picture: prompt, seed, verdicts, read
+    per_attribute_count: dict[str, int] = field(default_factory=dict)  # verdicts per attribute class
+    confusion: Confusion = field(default_factory=dict)  # named -> read, per classified attribute
+    images: list[np.ndarray] = field(default_factory=list, repr=False)  # the pictures, in items' order
+
+    def per_attribute_correct(self) -> dict[str, int]:
+        return {k: round(self.per_attribute[k] * n) for k, n in self.per_attribute_count.items()}
+
+    def margins(self, margin: float = QUALITY_MARGIN) -> dict:
+        """What a recipe gated against this run may lose, overall and per class, in points and verdicts."""
+        return margin_summary(self.per_attribute, self.per_attribute_count, self.attributes, margin)
 
     def as_dict(self) -> dict:
         return {"fidelity": round(self.fidelity, 4), "n": self.n,
                 "per_attribute": {k: round(v, 4) for k, v in self.per_attribute.items()},
-                "attributes": self.attributes, "source": self.source, "items": self.items}
+                "attributes": self.attributes, "source": self.source, "items": self.items,
+                "per_attribute_count": dict(self.per_attribute_count), "confusion": self.confusion}
+
+
+def picture_draws(prompts: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """(prompt, seed) of every picture: each prompt with every seed. A prompt listed k times
+    is drawn the k-th time with the seeds moved by k blocks (a block spans the seeds' range), so a
+    repeated prompt adds new pictures, not copies."""
+    if not seeds:
+        return []
+    block = max(seeds) - min(seeds) + 1
+    listed: Counter = Counter()
+    draws = []
+    for prompt in prompts:
+        draws += [(prompt, seed + listed[prompt] * block) for seed in seeds]
+        listed[prompt] += 1
+    return draws
 
 
 def measure(generate: Generate, prompts: list[str], seeds: list[int], source: str,
             progress: Callable[[int, int], None] | None = None) -> QualityReport:
     correct: dict[str, int] = {}
     total: dict[str, int] = {}
-    items = []
-    count = len(prompts) * len(seeds)
-    for prompt in prompts:
-        for seed in seeds:
-            verdicts = score_image(generate(prompt, seed), prompt)
-            for attribute, values in verdicts.items():
-                correct[attribute] = correct.get(attribute, 0) + sum(values)
-                total[attribute] = total.get(attribute, 0) + len(values)
-            items.append({"prompt": prompt, "seed": seed, "fidelity": round(fidelity(verdicts), 4),
-                          "verdicts": verdicts})
-            if progress is not None:
-                progress(len(items), count)
+    confusion: Confusion = {}
+    items, images = [], []
+    draws = picture_draws(prompts, seeds)
+    for prompt, seed in draws:
+        image = generate(prompt, seed)
+        verdicts, readings = score_and_read(image, prompt)
+        for attribute, values in verdicts.items():
+            correct[attribute] = correct.get(attribute, 0) + sum(values)
+            total[attribute] = total.get(attribute, 0) + len(values)
+        add_readings(confusion, readings)
+        items.append({"prompt": prompt, "seed": seed, "fidelity": round(fidelity(verdicts), 4),
+                      "verdicts": verdicts, "read": {k: [read for _, read in pairs] for k, pairs in readings.items()}})
+        images.append(image)
+        if progress is not None:
+            progress(len(items), len(draws))
     attributes = sum(total.values())
     return QualityReport(source, sum(correct.values()) / attributes if attributes else 0.0, len(items),
-                         {k: correct[k] / total[k] for k in sorted(total)}, attributes, items)
+                         {k: correct[k] / total[k] for k in sorted(total)}, attributes, items,
+                         {k: total[k] for k in sorted(total)}, confusion, images)
 
 
 @dataclass(frozen=True)
@@ -141,20 +174,57 @@ class GateResult:
         return self.reference.fidelity - self.artifacts.fidelity
 
     @property
-    def passed(self) -> bool:
+    def overall_passed(self) -> bool:
         return self.drop <= self.margin + 1e-9
+
+    def class_checks(self) -> dict[str, dict]:
+        """Per attribute class both runs counted: accuracy drop against the class's own margin."""
+        correct = self.reference.per_attribute_correct()
+        checks = {}
+        for name, count in sorted(self.reference.per_attribute_count.items()):
+            if name not in self.artifacts.per_attribute:
+                continue
+            drop = self.reference.per_attribute[name] - self.artifacts.per_attribute[name]
+            allowed = class_margin(correct[name], count, self.margin)
+            checks[name] = {"count": count, "torch": round(self.reference.per_attribute[name], 4),
+                            "artifacts": round(self.artifacts.per_attribute[name], 4), "drop": round(drop, 4),
+                            "margin": round(allowed, 4), "margin_attributes": attributes_within(min(allowed, 1.0), count),
+                            "passed": drop <= allowed + 1e-9}
+        return checks
+
+    @property
+    def failed_classes(self) -> list[str]:
+        return [name for name, check in self.class_checks().items() if not check["passed"]]
+
+    @property
+    def passed(self) -> bool:
+        return self.overall_passed and not self.failed_classes
 
     def as_dict(self) -> dict:
         data = self.artifacts.as_dict()
         data["gate"] = {"passed": self.passed, "margin": self.margin, "drop": round(self.drop, 4),
                         "torch_fidelity": round(self.reference.fidelity, 4),
-                        "torch_per_attribute": {k: round(v, 4) for k, v in self.reference.per_attribute.items()}}
+                        "torch_per_attribute": {k: round(v, 4) for k, v in self.reference.per_attribute.items()},
+                        "overall_passed": self.overall_passed,
+                        "margin_attributes": attributes_within(self.margin, self.reference.attributes),
+                        "attributes": self.reference.attributes,
+                        "classes": self.class_checks(), "failed_classes": self.failed_classes}
         return data
 
 
 def check_gate(result: GateResult) -> None:
     if not result.passed:
-        raise QualityGateFailure(
-            f"quality gate failed: fidelity {result.artifacts.fidelity:.1%} ({result.artifacts.source}) is "
-            f"{result.drop:.1%} below fp32 torch {result.reference.fidelity:.1%}; the declared margin is "
-            f"{result.margin:.1%}")
+        lost = round(result.drop * result.reference.attributes)
+        reasons = []
+        if not result.overall_passed:
+            reasons.append(f"fidelity {result.artifacts.fidelity:.1%} ({result.artifacts.source}) is {result.drop:.1%} "
+                           f"below fp32 torch {result.reference.fidelity:.1%} (net {lost} of "
+                           f"{result.reference.attributes} attributes); the declared margin is {result.margin:.1%} "
+                           f"({attributes_within(result.margin, result.reference.attributes)} attributes)")
+        checks = result.class_checks()
+        for name in result.failed_classes:
+            check = checks[name]
+            reasons.append(f"{name} accuracy {check['artifacts']:.1%} is {check['drop']:.1%} below fp32 torch "
+                           f"{check['torch']:.1%} over {check['count']} verdicts; its margin is {check['margin']:.1%} "
+                           f"({check['margin_attributes']} verdicts)")
+        raise QualityGateFailure("quality gate failed: " + "; ".join(reasons))

@@ -96,33 +96,63 @@ def _relation(first: dict, second: dict) -> str:
     return "above" if dy < 0 else "below"
 
 
-def score_scene(image: np.ndarray, scene: Scene) -> dict[str, list[bool]]:
-    """attribute -> one verdict per attribute instance (two shapes: two colours, two shapes)."""
-    found = find_shapes(image)
-    wanted = scene.objects
+Reading = tuple[str, str | None]  # (what the caption names, what the scorer read; None: no blob for it)
+
+
+def _paired(found: list[dict], wanted: tuple) -> list[dict | None]:
+    """The blob the scorer pairs with each of the caption's shapes (None: none left for it).
+    One shape: the largest blob. Two shapes and two or more blobs: the two largest, paired the way
+    that agrees best with the caption. Two shapes, one blob: the shape of the blob's colour (the
+    only one its verdicts can credit), else the first."""
     if len(wanted) == 1:
-        if not found:
-            return {"color": [False], "shape": [False], "position": [False]}
-        shape = found[0]
-        return {"color": [shape["color"] == wanted[0].color], "shape": [shape["shape"] == wanted[0].shape],
-                "position": [_position(shape) == scene.position]}
-    if len(found) < 2:
-        got = found[:1]
-        colors = [any(s["color"] == w.color for s in got) for w in wanted]
-        shapes = [any(s["shape"] == w.shape and s["color"] == w.color for s in got) for w in wanted]
-        return {"color": colors, "shape": shapes, "relation": [False]}
+        return [found[0] if found else None]
+    if not found:
+        return [None, None]
+    if len(found) == 1:
+        second = found[0]["color"] == wanted[1].color and found[0]["color"] != wanted[0].color
+        return [None, found[0]] if second else [found[0], None]
     a, b = found[0], found[1]
 
     def matches(first: dict, second: dict) -> int:
         return sum([first["color"] == wanted[0].color, second["color"] == wanted[1].color,
                     first["shape"] == wanted[0].shape, second["shape"] == wanted[1].shape])
 
-    # the two blobs are paired with the caption's two shapes the way that agrees best
-    first, second = (a, b) if matches(a, b) >= matches(b, a) else (b, a)
-    return {"color": [first["color"] == wanted[0].color, second["color"] == wanted[1].color],
-            "shape": [first["shape"] == wanted[0].shape, second["shape"] == wanted[1].shape],
-            "relation": [_relation(first, second) == scene.position]}
+    return [a, b] if matches(a, b) >= matches(b, a) else [b, a]
+
+
+def read_scene(image: np.ndarray, scene: Scene) -> tuple[dict[str, list[bool]], dict[str, list[Reading]]]:
+    """score_scene's verdicts, and what they were read from: attribute -> (named, read) per shape
+    of the caption, for the colours and shapes (the scorers' confusion)."""
+    found = find_shapes(image)
+    wanted = scene.objects
+    paired = _paired(found, wanted)
+    readings = {"color": [(w.color, b["color"] if b else None) for w, b in zip(wanted, paired)],
+                "shape": [(w.shape, b["shape"] if b else None) for w, b in zip(wanted, paired)]}
+    if len(wanted) == 1:
+        if not found:
+            return {"color": [False], "shape": [False], "position": [False]}, readings
+        shape = found[0]
+        return ({"color": [shape["color"] == wanted[0].color], "shape": [shape["shape"] == wanted[0].shape],
+                 "position": [_position(shape) == scene.position]}, readings)
+    if len(found) < 2:
+        got = found[:1]
+        colors = [any(s["color"] == w.color for s in got) for w in wanted]
+        shapes = [any(s["shape"] == w.shape and s["color"] == w.color for s in got) for w in wanted]
+        return {"color": colors, "shape": shapes, "relation": [False]}, readings
+    first, second = paired
+    return ({"color": [first["color"] == wanted[0].color, second["color"] == wanted[1].color],
+             "shape": [first["shape"] == wanted[0].shape, second["shape"] == wanted[1].shape],
+             "relation": [_relation(first, second) == scene.position]}, readings)
+
+
+def score_scene(image: np.ndarray, scene: Scene) -> dict[str, list[bool]]:
+    """attribute -> one verdict per attribute instance (two shapes: two colours, two shapes)."""
+    return read_scene(image, scene)[0]
 
 
 def score_shapes(image: np.ndarray, caption: str) -> dict[str, list[bool]]:
     return score_scene(image, parse_caption(caption))
+
+
+def read_shapes(image: np.ndarray, caption: str) -> tuple[dict[str, list[bool]], dict[str, list[Reading]]]:
+    return read_scene(image, parse_caption(caption))

@@ -50,11 +50,27 @@ def test_generate_uses_the_shipped_weights_by_default(tmp_path, capsys):
     assert verdicts["color"] == [True] and verdicts["position"] == [True], verdicts
 
 
-def test_quality_json_on_the_torch_model(capsys):
-    assert main(["quality", "--preset", MICRO, "--num-prompts", "5", "--seeds", "1", "--steps", "10", "--json"]) == 0
+def test_quality_json_on_the_torch_model(capsys, tmp_path):
+    grid, markdown = tmp_path / "grid.png", tmp_path / "report.md"
+    assert main(["quality", "--preset", MICRO, "--num-prompts", "5", "--seeds", "1", "--steps", "10", "--json",
+                 "--grid", str(grid), "--markdown", str(markdown)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["n"] == 5 and 0.0 <= data["fidelity"] <= 1.0
     assert set(data["per_attribute"]) >= {"color", "shape", "digit"}
+    # the first 5 held-out prompts: 2 one-shape, 2 two-shape, 1 digit
+    assert data["per_attribute_count"] == {"color": 6, "digit": 1, "position": 2, "relation": 2, "shape": 6}
+    assert set(data["confusion"]) == {"color", "shape", "digit"}
+    assert sum(sum(row.values()) for row in data["confusion"]["shape"].values()) == 6
+    assert data["gate_margin"]["attributes"] == 17 and data["gate_margin"]["margin_attributes"] == 0
+    assert Image.open(grid).size[0] == 5 * 136
+    assert "## Per attribute" in markdown.read_text() and "### Confusion: digit" in markdown.read_text()
+
+
+def test_quality_flags_fail_before_sampling(capsys, tmp_path):
+    assert main(["quality", "--preset", MICRO, "--num-prompts", "121"]) == 2
+    assert "the held-out set has 120 prompts" in capsys.readouterr().err
+    assert main(["quality", "--preset", MICRO, "--grid", str(tmp_path / "missing" / "grid.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_quality_needs_exactly_one_model(capsys):
