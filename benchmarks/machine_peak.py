@@ -45,18 +45,22 @@ def gemm_model(kind: str, n: int, seed: int = 0):
 
 def gemm_throughput(kind: str, n: int = 2048, threads: int = 0, runs: int = 8, warmup: int = 2) -> float:
     """Giga-ops per second (2 n^3 per call) of one GEMM kind ("fp32" or "int8")."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(gemm_model(kind, n).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     if kind == "fp32":
         feeds = {"A": rng.standard_normal((n, n), dtype=np.float32)}
     else:
         feeds = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8)}
+    return 2.0 * n ** 3 / _best_seconds(gemm_model(kind, n), feeds, threads, runs, warmup) / 1e9
+
+
+def _best_seconds(model, feeds: dict, threads: int, runs: int, warmup: int) -> float:
+    """The fastest of `runs` timed calls after `warmup` (a peak, not a typical call)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     for _ in range(warmup):
         session.run(None, feeds)
     samples = []
@@ -64,7 +68,7 @@ def gemm_throughput(kind: str, n: int = 2048, threads: int = 0, runs: int = 8, w
         start = time.perf_counter()
         session.run(None, feeds)
         samples.append(time.perf_counter() - start)
-    return 2.0 * n ** 3 / min(samples) / 1e9
+    return min(samples)
 
 
 # The conv probe: a 3x3 convolution at the width and size of a VAE decoder's middle levels.
@@ -113,24 +117,11 @@ def conv_model(kind: str, channels: int = CONV_PROBE["channels"], side: int = CO
 
 def conv_throughput(kind: str, threads: int = 0, runs: int = 8, warmup: int = 2) -> float:
     """Giga-ops per second (2 x MACs per call) of the conv probe ("fp32" or "int8")."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(conv_model(kind).SerializeToString(), options, providers=["CPUExecutionProvider"])
     c, side, k = CONV_PROBE["channels"], CONV_PROBE["side"], CONV_PROBE["kernel"]
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, c, side, side), dtype=np.float32)
     feeds = {"X": x if kind == "fp32" else rng.integers(0, 255, x.shape, dtype=np.uint8)}
-    for _ in range(warmup):
-        session.run(None, feeds)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        samples.append(time.perf_counter() - start)
-    return 2.0 * c * c * k * k * side * side / min(samples) / 1e9
+    return 2.0 * c * c * k * k * side * side / _best_seconds(conv_model(kind), feeds, threads, runs, warmup) / 1e9
 
 
 # Per core per cycle, assuming two vector FMA ports (every AVX2 and AVX-512 server core of the
