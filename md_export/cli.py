@@ -521,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_train(sub)
 
+    from .cli_plan import register as register_plan
+
+    register_plan(sub)
+
     run = sub.add_parser("run", help="the main job: summary, export, parity, exported pipeline vs torch, report")
     run.add_argument("--preset", default=DEFAULT_PRESET, help=f"one of: {presets}")
     run.add_argument("--out", default="md_export_out", help="output directory (report.md, images, artifacts/)")

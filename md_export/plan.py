@@ -1,0 +1,410 @@
+"""`md-export plan`: the shipping configuration of one runtime, chosen by measurement.
+
+  1. candidates per component: the fp32 artifact and every recipe of the runtime's format
+     (quantized into OUT/quantized/<recipe>; a recipe that fails to convert is a row, not a crash)
+  2. each component artifact timed on its reference inputs, in alternation with its rivals; a
+     configuration's end-to-end estimate = text + UNet calls x steps + decoder
+  3. configurations evaluated in increasing estimate: final-image PSNR against the fp32 torch
+     pipeline and, where the weights are trained, the prompt-fidelity gate; the first to pass all
+     gates is the choice (the all-fp32 configuration is also evaluated, as the reference row)
+  4. OUT/plan.json and OUT/plan.md
+
+Estimates, not end-to-end timings: timing every one of up to 5^3 pipelines would cost more than
+the choice is worth; each component is called the same way in every configuration, so the sum of
+per-call medians ranks them (the chosen row's estimate is what a bench run should confirm).
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from md_export.models import Preset
+
+from .errors import BadArgumentError, MdExportError
+from .export.manifest import read_manifest, write_json_atomic, write_text_atomic
+from .pipeline import Networks, TextToImagePipeline
+from .runtimes import open_artifact
+from .runtimes.base import Runner
+
+Progress = Callable[[str], None]
+COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+FP32 = "fp32"
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
+RUNTIME_RECIPES = {
+    "onnxruntime": ("onnx-fp16", "onnx-dynamic-int8", "onnx-static-int8"),
+    "litert": ("tflite-fp16", "tflite-dynamic-int8", "tflite-static-int8", "tflite-weight-only-int8"),
+}
+DEFAULT_MIN_PSNR_DB = 30.0
+NO_GATE_REASON = "md-export plan gates the final image of each configuration instead"
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    runtime: str
+    steps: int | None = None  # None: the preset's default
+    prompts: int = 2  # prompts of the image PSNR gate (seeds 0, 1, ...)
+    min_psnr_db: float = DEFAULT_MIN_PSNR_DB
+    timing_runs: int = 5  # alternating timed calls per component artifact
+    fidelity_prompts: int = 20  # held-out prompts of the fidelity gate (trained weights only)
+    # failing configurations evaluated before giving up: each costs a full pipeline run per prompt,
+    # and a long run of failures says the recipes do not fit this model, not that one more might
+    max_evaluations: int = 12
+    calibration_prompts: int = 4
+    calibration_steps: int = 2
+    checkpoint_dir: str | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.runtime not in RUNTIME_RECIPES:
+            raise BadArgumentError(f"--runtime must be one of {', '.join(RUNTIME_RECIPES)}, got {self.runtime!r}")
+        for flag, value in (("--prompts", self.prompts), ("--timing-runs", self.timing_runs),
+                            ("--fidelity-prompts", self.fidelity_prompts),
+                            ("--max-evaluations", self.max_evaluations)):
+            if value < 1:
+                raise BadArgumentError(f"{flag} must be at least 1, got {value}")
+        if self.steps is not None and self.steps < 1:
+            raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class ComponentCandidate:
+    component: str
+    recipe: str  # a recipe name, or "fp32"
+    directory: str | None = None
+    entry: dict | None = field(default=None, hash=False, compare=False)
+    ms: float | None = None  # median per call
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    image_psnr_db: tuple[float, ...]
+    fidelity: dict | None  # None: not measured (random weights)
+    passed: bool
+    reason: str
+
+
+# ---- 1. candidates ---------------------------------------------------------------------------
+
+def _entry(directory: Path, component: str, fmt: str) -> dict | None:
+    entries = [e for e in read_manifest(directory)["artifacts"] if e["component"] == component and e["format"] == fmt]
+    return entries[0] if entries else None
+
+
+def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifacts: Path | None,
+                       calibration: Path | None, overwrite: bool, progress: Progress) -> list[ComponentCandidate]:
+    """Export (unless given), calibrate (if a recipe needs it and none is given), quantize."""
+    from md_export.calibration.builders import CalibrationSettings, build_calibration
+
+    from .export import export_preset
+    from .quantize.driver import quantize_directory
+    from .quantize.recipes import get_recipe
+
+    fmt = RUNTIME_FORMATS[settings.runtime]
+    if artifacts is None:
+        artifacts = out / "artifacts"
+        progress(f"export fp32 {fmt}")
+        export_preset(preset, COMPONENTS, (fmt,), (FP32,), artifacts, checkpoint_dir=settings.checkpoint_dir,
+                      progress=lambda m: progress(f"export: {m}"))
+    recipes = [get_recipe(name) for name in RUNTIME_RECIPES[settings.runtime]]
+    if calibration is None and any(r.calibration for r in recipes):
+        calibration = out / "calibration"
+        progress("calibration")
+        build_calibration(preset, calibration,
+                          CalibrationSettings(num_prompts=settings.calibration_prompts,
+                                              steps=settings.calibration_steps, seed=settings.seed,
+                                              guidance_scale=preset.guidance_scale,
+                                              checkpoint_dir=settings.checkpoint_dir, photos=2),
+                          lambda done, total, message: progress(f"calibration: {message}"), overwrite=overwrite)
+    candidates = []
+    for component in COMPONENTS:
+        entry = _entry(artifacts, component, fmt)
+        if entry is None or entry["precision"] != FP32:
+            raise BadArgumentError(f"{artifacts} has no fp32 {fmt} {component}: export it with --formats {fmt}")
+        candidates.append(ComponentCandidate(component, FP32, str(artifacts), entry))
+    for recipe in recipes:
+        target = out / "quantized" / recipe.name
+        progress(f"quantize {recipe.name}")
+        try:
+            quantize_directory(artifacts, recipe.name, target, calibration, speed_runs=0, gate=False,
+                               no_gate_reason=NO_GATE_REASON, progress=lambda m: progress(f"quantize: {m}"))
+        except MdExportError as exc:  # a converter's limit on this network is a finding, not the end
+            progress(f"quantize {recipe.name}: FAILED: {exc}")
+            candidates += [ComponentCandidate(c, recipe.name, error=str(exc)) for c in COMPONENTS]
+            continue
+        for component in COMPONENTS:
+            entry = _entry(target, component, fmt)
+            candidates.append(ComponentCandidate(component, recipe.name, str(target), entry) if entry is not None
+                              else ComponentCandidate(component, recipe.name, error="no artifact for this component"))
+    return candidates
+
+
+# ---- 2. timing -------------------------------------------------------------------------------
+
+def open_candidate(candidate: ComponentCandidate) -> Runner:
+    """The runner of one component artifact (the test monkeypatches this to break one)."""
+    return open_artifact(candidate.directory, candidate.entry, ort_cache=True)
+
+
+def time_candidates(candidates: list[ComponentCandidate], runs: int, progress: Progress) -> list[ComponentCandidate]:
+    """Median ms per call of every runnable candidate, on its export's reference inputs. The rivals
+    of one component are called in alternation, so background load weighs on all of them alike."""
+    from .parity import load_reference
+
+    timed = []
+    for component in COMPONENTS:
+        group = [c for c in candidates if c.component == component and c.error is None]
+        runners, feeds = {}, {}
+        for candidate in group:
+            try:
+                runners[candidate.recipe] = open_candidate(candidate)
+                feeds[candidate.recipe] = load_reference(Path(candidate.directory), candidate.entry)[0]
+                runners[candidate.recipe].run(feeds[candidate.recipe])  # warm-up: allocation, pre-packing
+            except Exception as exc:  # a runtime that refuses a converted graph: a row with its reason
+                runners.pop(candidate.recipe, None)
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                timed.append(replace(candidate, error=f"does not run: {reason}"))
+        samples: dict[str, list[float]] = {name: [] for name in runners}
+        progress(f"timing {component}: {', '.join(runners)}")
+        for _ in range(runs):
+            for name, runner in runners.items():
+                start = time.perf_counter()
+                runner.run(feeds[name])
+                samples[name].append(time.perf_counter() - start)
+        timed += [replace(c, ms=round(statistics.median(samples[c.recipe]) * 1e3, 3))
+                  for c in group if c.recipe in samples]
+    timed += [c for c in candidates if c.error is not None]
+    return timed
+
+
+def unet_calls_per_step(entry: dict, guidance: bool) -> int:
+    """Classifier-free guidance runs the UNet on a batch of 2 per step: one call of a batch-2 UNet,
+    two of a batch-1 one."""
+    latent = next(i for i in entry["inputs"] if i["name"] == "latent")
+    batch = latent["shape"][0] if isinstance(latent["shape"][0], int) and latent["shape"][0] > 0 else 1
+    return math.ceil((2 if guidance else 1) / batch)
+
+
+# ---- 3. configurations -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Configuration:
+    parts: tuple[ComponentCandidate, ComponentCandidate, ComponentCandidate]  # text, unet, decoder
+
+    def recipes(self) -> dict[str, str]:
+        return {c.component: c.recipe for c in self.parts}
+
+    def estimate_ms(self, steps: int, guidance: bool) -> float:
+        text, unet, decoder = self.parts
+        return text.ms + unet.ms * unet_calls_per_step(unet.entry, guidance) * steps + decoder.ms
+
+
+def configurations(candidates: list[ComponentCandidate], steps: int, guidance: bool) -> list[tuple[float, Configuration]]:
+    per_component = [[c for c in candidates if c.component == component and c.error is None] for component in COMPONENTS]
+    configs = [Configuration(tuple(parts)) for parts in itertools.product(*per_component)]
+    ranked = [(round(c.estimate_ms(steps, guidance), 3), c) for c in configs]
+    # ties (equal estimates): fewer quantized components first, then by name, so the order is stable
+    return sorted(ranked, key=lambda item: (item[0], sum(p.recipe != FP32 for p in item[1].parts),
+                                            tuple(p.recipe for p in item[1].parts)))
+
+
+class Reference:
+    """The fp32 torch pipeline's images (per prompt and seed) and, with trained weights, its
+    fidelity report; computed once per plan."""
+
+    def __init__(self, preset: Preset, resolution: int, checkpoint_dir: str | None, weight_seed: int = 0):
+        from .torch_networks import torch_networks
+
+        networks, sources = torch_networks(preset, resolution, checkpoint_dir, weight_seed)
+        self.pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
+        self.trained = not all(text.startswith("random") for text in sources.values())
+        self.sources = sources
+        self._images: dict[tuple, np.ndarray] = {}
+        self._fidelity = None
+
+    def image(self, prompt: str, steps: int, seed: int, guidance: float) -> np.ndarray:
+        key = (prompt, steps, seed, guidance)
+        if key not in self._images:
+            self._images[key] = self.pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
+        return self._images[key]
+
+    def fidelity(self, prompts: list[str], steps: int, guidance: float):
+        from .quality.evaluate import measure
+
+        if self._fidelity is None:
+            generate = lambda prompt, seed: self.pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
+            self._fidelity = measure(generate, prompts, [0], "torch fp32")
+        return self._fidelity
+
+
+def evaluate(config: Configuration, reference: Reference, preset: Preset, settings: PlanSettings, steps: int,
+             guidance: float, progress: Progress) -> Evaluation:
+    from md_export.calibration.builders import load_prompts
+
+    from .parity import psnr_db
+    from .quality.evaluate import GateResult, measure
+    from .quality.gate_margin import QUALITY_MARGIN
+    from .quality.prompts import quality_prompts
+
+    pipeline = mixed_pipeline(config, preset)
+    psnrs = []
+    for index, prompt in enumerate(load_prompts()[:settings.prompts]):
+        seed = settings.seed + index
+        image = pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
+        psnrs.append(round(psnr_db(reference.image(prompt, steps, seed, guidance).astype(np.float64),
+                                   image.astype(np.float64)), 2))
+    if min(psnrs) < settings.min_psnr_db:
+        return Evaluation(tuple(psnrs), None, False,
+                          f"image PSNR {min(psnrs):.1f} dB < {settings.min_psnr_db:g} dB")
+    if not reference.trained:
+        return Evaluation(tuple(psnrs), None, True, "image gate passed (fidelity gate skipped: random weights)")
+    prompts = quality_prompts("held-out", settings.fidelity_prompts)
+    progress(f"fidelity of {_name(config)} on {len(prompts)} held-out prompts")
+    torch_report = reference.fidelity(prompts, steps, guidance)
+    ours = measure(lambda prompt, seed: pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image,
+                   prompts, [0], _name(config))
+    gate = GateResult(ours, torch_report, QUALITY_MARGIN)
+    fidelity = {"fidelity": round(ours.fidelity, 4), "torch_fidelity": round(torch_report.fidelity, 4),
+                "drop": round(gate.drop, 4), "margin": QUALITY_MARGIN, "failed_classes": gate.failed_classes,
+                "passed": gate.passed}
+    if not gate.passed:
+        return Evaluation(tuple(psnrs), fidelity, False,
+                          f"fidelity {ours.fidelity:.1%} vs torch {torch_report.fidelity:.1%}"
+                          + (f" (classes: {', '.join(gate.failed_classes)})" if gate.failed_classes else ""))
+    return Evaluation(tuple(psnrs), fidelity, True, "image and fidelity gates passed")
+
+
+def mixed_pipeline(config: Configuration, preset: Preset) -> TextToImagePipeline:
+    """One pipeline over artifacts from several directories (one per component)."""
+    runners = {c.component: open_candidate(c) for c in config.parts}
+    return TextToImagePipeline(Networks(**runners), preset.unet.prediction_type)
+
+
+def _name(config: Configuration) -> str:
+    return " + ".join(f"{c.component}:{c.recipe}" for c in config.parts)
+
+
+# ---- the whole plan ----------------------------------------------------------------------------
+
+def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts: str | Path | None = None,
+              calibration: str | Path | None = None, overwrite: bool = False,
+              progress: Progress | None = None) -> dict:
+    settings.check()
+    progress = progress or (lambda message: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    steps = settings.steps if settings.steps is not None else preset.default_steps
+    guidance = preset.guidance_scale
+    artifacts_dir = Path(artifacts) if artifacts else None
+    weight_seed = 0
+    if artifacts_dir is not None:
+        source = read_manifest(artifacts_dir).get("source", {})
+        if source.get("kind") != "preset" or source.get("preset") != preset.name:
+            raise BadArgumentError(f"{artifacts_dir} was not exported from preset {preset.name} "
+                                   f"(its source: {source.get('preset') or source.get('kind')})")
+        # the torch reference is the model the artifacts were exported from
+        settings = replace(settings, checkpoint_dir=settings.checkpoint_dir or source.get("checkpoint_dir"))
+        weight_seed = source.get("weight_seed", 0)
+    candidates = prepare_candidates(preset, out, settings, artifacts_dir, Path(calibration) if calibration else None,
+                                    overwrite, progress)
+    candidates = time_candidates(candidates, settings.timing_runs, progress)
+    ranked = configurations(candidates, steps, guidance != 1.0)
+    if not ranked:
+        raise MdExportError("no runnable configuration: every candidate of some component failed")
+    unet_entry = next(c.entry for c in candidates if c.component == "unet" and c.recipe == FP32)
+    latent = next(i for i in unet_entry["inputs"] if i["name"] == "latent")
+    resolution = latent["shape"][-1] * preset.vae.downsample_factor
+    progress("fp32 torch reference")
+    reference = Reference(preset, resolution, settings.checkpoint_dir, weight_seed)
+    rows, choice = [], None
+    baseline = next(c for _, c in ranked if all(p.recipe == FP32 for p in c.parts))
+    evaluated = 0
+    for estimate, config in ranked:
+        row = {"components": config.recipes(), "estimated_ms": estimate, "evaluated": False}
+        if (choice is None and evaluated < settings.max_evaluations) or config is baseline:
+            evaluated += 1
+            progress(f"evaluating {_name(config)} (estimated {estimate:.1f} ms)")
+            result = evaluate(config, reference, preset, settings, steps, guidance, progress)
+            row.update(evaluated=True, image_psnr_db=list(result.image_psnr_db),
+                       min_image_psnr_db=min(result.image_psnr_db),
+                       mean_image_psnr_db=round(float(np.mean(result.image_psnr_db)), 2),
+                       fidelity=result.fidelity, passed=result.passed, reason=result.reason)
+            if result.passed and choice is None:
+                choice = config
+                row["chosen"] = True
+        rows.append(row)
+    plan = {
+        "preset": preset.name, "runtime": settings.runtime, "format": RUNTIME_FORMATS[settings.runtime],
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "choice": choice.recipes() if choice else None,
+        "choice_estimated_ms": next((r["estimated_ms"] for r in rows if r.get("chosen")), None),
+        "gates": {"min_image_psnr_db": settings.min_psnr_db, "image_prompts": settings.prompts,
+                  "max_evaluations": settings.max_evaluations,
+                  "fidelity": ({"prompts": settings.fidelity_prompts, "set": "held-out", "seeds": [0]}
+                               if reference.trained else {"skipped": "random weights: fidelity of noise says nothing"})},
+        "measurement": {"steps": steps, "guidance_scale": guidance,
+                        "unet_calls_per_step": unet_calls_per_step(unet_entry, guidance != 1.0),
+                        "resolution": resolution, "timing_runs": settings.timing_runs,
+                        "estimate": "text + UNet calls per step x steps + decoder, per-call medians"},
+        "weights": reference.sources,
+        "component_candidates": [{"component": c.component, "recipe": c.recipe, "directory": c.directory,
+                                  "file": c.entry["file"] if c.entry else None, "ms": c.ms, "error": c.error}
+                                 for c in sorted(candidates, key=lambda c: (COMPONENTS.index(c.component),
+                                                                            c.ms if c.ms is not None else math.inf))],
+        "candidates": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(out / "plan.json", plan)
+    write_text_atomic(out / "plan.md", markdown(plan))
+    return plan
+
+
+def markdown(plan: dict) -> str:
+    m = plan["measurement"]
+    choice = plan["choice"]
+    lines = [f"# Shipping plan: {plan['preset']} on {plan['runtime']}", ""]
+    if choice:
+        lines.append(f"Choice: **{', '.join(f'{k} {v}' for k, v in choice.items())}** "
+                     f"(estimated {plan['choice_estimated_ms']:.1f} ms end to end).")
+    else:
+        lines.append("Choice: **none** (no configuration passed the gates).")
+    fidelity = plan["gates"]["fidelity"]
+    lines += ["", f"Gates: final image >= {plan['gates']['min_image_psnr_db']:g} dB PSNR against the fp32 torch "
+              f"pipeline on {plan['gates']['image_prompts']} prompt(s); fidelity: "
+              + (f"skipped ({fidelity['skipped']})" if "skipped" in fidelity
+                 else f"within the quality margin of fp32 torch on {fidelity['prompts']} held-out prompts") + ".",
+              f"Sampling: {m['steps']} DDIM steps, guidance {m['guidance_scale']}, {m['resolution']}x{m['resolution']}; "
+              f"estimate = {m['estimate']} ({m['timing_runs']} alternating runs; UNet calls per step "
+              f"{m['unet_calls_per_step']}).", "",
+              "## Component candidates (median ms per call)", "", "| component | recipe | ms | note |",
+              "| --- | --- | ---: | --- |"]
+    for c in plan["component_candidates"]:
+        ms = "" if c["ms"] is None else f"{c['ms']:.2f}"
+        lines.append(f"| {c['component']} | {c['recipe']} | {ms} | {c['error'] or ''} |")
+    lines += ["", "## Configurations (increasing estimate; evaluated until the first passes, plus fp32)", "",
+              "| text encoder | UNet | decoder | est. ms | min / mean image PSNR dB | fidelity | verdict |",
+              "| --- | --- | --- | ---: | --- | --- | --- |"]
+    for row in plan["candidates"]:
+        parts = row["components"]
+        if row["evaluated"]:
+            fid = row["fidelity"]
+            fid_text = f"{fid['fidelity']:.1%} (torch {fid['torch_fidelity']:.1%})" if fid else "-"
+            verdict = ("**chosen**: " if row.get("chosen") else ("passed: " if row["passed"] else "FAILED: ")) + row["reason"]
+            psnr = f"{row['min_image_psnr_db']:.1f} / {row['mean_image_psnr_db']:.1f}"
+        else:
+            fid_text, verdict, psnr = "-", "not evaluated", "-"
+        lines.append(f"| {parts['text_encoder']} | {parts['unet']} | {parts['vae_decoder']} | {row['estimated_ms']:.1f} | "
+                     f"{psnr} | {fid_text} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+

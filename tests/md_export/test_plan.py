@@ -1,0 +1,119 @@
+"""`md-export plan` on mobilediffusion-tiny: a choice and its candidate table; a candidate whose
+image breaks the gate is evaluated, fails, and is never chosen. No timing is asserted."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from md_export import plan as plan_module
+from md_export.cli import main
+
+TINY = ["--preset", "mobilediffusion-tiny", "--runtime", "onnxruntime", "--steps", "1", "--prompts", "1",
+        "--timing-runs", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_plan(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan") / "plan"
+    assert main(["plan", *TINY, "--out", str(out)]) == 0
+    return out, json.loads((out / "plan.json").read_text())
+
+
+def test_plan_writes_choice_and_candidate_table(tiny_plan):
+    out, plan = tiny_plan
+    assert plan["preset"] == "mobilediffusion-tiny" and plan["runtime"] == "onnxruntime"
+    assert set(plan["choice"]) == {"text_encoder", "unet", "vae_decoder"}
+    recipes = {"fp32", *plan_module.RUNTIME_RECIPES["onnxruntime"]}
+    assert set(plan["choice"].values()) <= recipes
+    assert "skipped" in plan["gates"]["fidelity"]  # random weights: no fidelity gate, and the plan says so
+    runnable = {}
+    for c in plan["component_candidates"]:
+        assert c["recipe"] in recipes
+        if c["error"] is None:
+            runnable.setdefault(c["component"], set()).add(c["recipe"])
+    assert all("fp32" in names for names in runnable.values()) and len(runnable) == 3
+    rows = plan["candidates"]
+    assert len(rows) == np.prod([len(v) for v in runnable.values()])  # every configuration has a row
+    assert [r["estimated_ms"] for r in rows] == sorted(r["estimated_ms"] for r in rows)
+    chosen = [r for r in rows if r.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["components"] == plan["choice"]
+    assert chosen[0]["passed"] and chosen[0]["min_image_psnr_db"] >= plan["gates"]["min_image_psnr_db"]
+    before = rows[:rows.index(chosen[0])]
+    assert all(r["evaluated"] and not r["passed"] for r in before)  # the first passing row is the choice
+    baseline = next(r for r in rows if set(r["components"].values()) == {"fp32"})
+    assert baseline["evaluated"]  # the fp32 reference row is always measured
+    assert any(not r["evaluated"] for r in rows)  # the search stopped: not every combination ran
+    text = (out / "plan.md").read_text()
+    assert text.startswith("# Shipping plan: mobilediffusion-tiny on onnxruntime")
+    assert "| text encoder | UNet | decoder |" in text and "**chosen**" in text
+
+
+class _Noise:
+    """A UNet runner with the real one's interface whose prediction is loud noise."""
+
+    def __init__(self, runner):
+        self._runner = runner
+        self.inputs, self.runtime = runner.inputs, runner.runtime
+
+    def run(self, feeds):
+        shape = feeds["latent"].shape
+        return {"prediction": np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 50}
+
+
+def test_candidate_that_breaks_the_image_gate_is_never_chosen(tiny_plan, tmp_path, monkeypatch):
+    out, _ = tiny_plan
+    broken = "onnx-dynamic-int8"
+    real_open, real_time = plan_module.open_candidate, plan_module.time_candidates
+
+    def open_candidate(candidate):
+        runner = real_open(candidate)
+        return _Noise(runner) if (candidate.component, candidate.recipe) == ("unet", broken) else runner
+
+    def time_candidates(candidates, runs, progress):
+        timed = real_time(candidates, runs, progress)
+        # the broken UNet is made the fastest by far, so it heads the ranking and is evaluated first
+        return [replace(c, ms=1e-6) if (c.component, c.recipe) == ("unet", broken) and c.ms is not None else c
+                for c in timed]
+
+    monkeypatch.setattr(plan_module, "open_candidate", open_candidate)
+    monkeypatch.setattr(plan_module, "time_candidates", time_candidates)
+    second = tmp_path / "plan2"
+    assert main(["plan", *TINY, "--out", str(second), "--artifacts", str(out / "artifacts"),
+                 "--calibration", str(out / "calibration")]) == 0
+    plan = json.loads((second / "plan.json").read_text())
+    rows = plan["candidates"]
+    assert rows[0]["components"]["unet"] == broken
+    failed = [r for r in rows if r["components"]["unet"] == broken and r["evaluated"]]
+    assert failed and all(not r["passed"] and "image PSNR" in r["reason"] for r in failed)
+    assert plan["choice"]["unet"] != broken
+    assert not any(r.get("chosen") for r in rows if r["components"]["unet"] == broken)
+    assert not (second / "artifacts").exists() and not (second / "calibration").exists()  # reused, not redone
+
+
+def test_no_passing_configuration_fails_with_the_plan_written(tiny_plan, tmp_path, capsys):
+    out, _ = tiny_plan
+    target = tmp_path / "impossible"
+    code = main(["plan", *TINY, "--out", str(target), "--artifacts", str(out / "artifacts"),
+                 "--calibration", str(out / "calibration"), "--min-psnr", "1000", "--max-evaluations", "3"])
+    assert code == 1
+    plan = json.loads((target / "plan.json").read_text())
+    evaluated = [r for r in plan["candidates"] if r["evaluated"]]
+    assert plan["choice"] is None and all(not r["passed"] for r in evaluated)
+    assert len(evaluated) <= 4  # three, and the fp32 reference row: the search gives up, it does not run all
+    assert "passed the gates" in capsys.readouterr().err
+
+
+def test_refuses_a_non_empty_out_without_overwrite(tiny_plan, capsys):
+    out, _ = tiny_plan
+    assert main(["plan", *TINY, "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_unet_calls_per_step_follow_guidance_and_batch():
+    entry = {"inputs": [{"name": "latent", "shape": [1, 4, 8, 8]}]}
+    assert plan_module.unet_calls_per_step(entry, guidance=True) == 2
+    assert plan_module.unet_calls_per_step(entry, guidance=False) == 1
+    entry["inputs"][0]["shape"][0] = 2
+    assert plan_module.unet_calls_per_step(entry, guidance=True) == 1
