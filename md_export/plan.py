@@ -95,8 +95,10 @@ class Evaluation:
 
 # ---- 1. candidates ---------------------------------------------------------------------------
 
-def _entry(directory: Path, component: str, fmt: str) -> dict | None:
+def _entry(directory: Path, component: str, fmt: str, resolution: int) -> dict | None:
     entries = [e for e in read_manifest(directory)["artifacts"] if e["component"] == component and e["format"] == fmt]
+    # an export at several resolutions: the plan is for the preset's own
+    entries = [e for e in entries if e.get("resolution") in (None, resolution)] or entries[:0]
     return entries[0] if entries else None
 
 
@@ -127,9 +129,10 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
                           lambda done, total, message: progress(f"calibration: {message}"), overwrite=overwrite)
     candidates = []
     for component in COMPONENTS:
-        entry = _entry(artifacts, component, fmt)
+        entry = _entry(artifacts, component, fmt, preset.resolution)
         if entry is None or entry["precision"] != FP32:
-            raise BadArgumentError(f"{artifacts} has no fp32 {fmt} {component}: export it with --formats {fmt}")
+            raise BadArgumentError(f"{artifacts} has no fp32 {fmt} {component} at {preset.resolution}: export it "
+                                   f"with --formats {fmt}")
         candidates.append(ComponentCandidate(component, FP32, str(artifacts), entry))
     for recipe in recipes:
         target = out / "quantized" / recipe.name
@@ -142,7 +145,7 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
             candidates += [ComponentCandidate(c, recipe.name, error=str(exc)) for c in COMPONENTS]
             continue
         for component in COMPONENTS:
-            entry = _entry(target, component, fmt)
+            entry = _entry(target, component, fmt, preset.resolution)
             candidates.append(ComponentCandidate(component, recipe.name, str(target), entry) if entry is not None
                               else ComponentCandidate(component, recipe.name, error="no artifact for this component"))
     return candidates
