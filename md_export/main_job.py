@@ -27,6 +27,7 @@ from .artifacts import artifact_networks
 from .export import export_preset
 from .export.manifest import read_manifest, write_json_atomic, write_text_atomic
 from .images import save_png
+from .isolated import run_isolated
 from .micro_demo import micro_markdown, micro_picture
 from .parity import check_directory, markdown, psnr_db
 from .pipeline import TextToImagePipeline
@@ -89,9 +90,9 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     done("torch reference image")
 
     stage("export")
-    entries = export_preset(preset, ("text_encoder", "unet", "vae_decoder"), settings.formats, settings.precisions,
-                            artifacts, checkpoint_dir=settings.checkpoint_dir,
-                            progress=lambda message: progress(f"export: {message}"))
+    entries = run_isolated(export_preset, preset, ("text_encoder", "unet", "vae_decoder"), settings.formats,
+                           settings.precisions, artifacts, checkpoint_dir=settings.checkpoint_dir,
+                           progress=lambda message: progress(f"export: {message}"))
     report["artifacts"] = [{k: e[k] for k in ("file", "signature", "format", "precision", "size_bytes",
                                                "export_seconds")} for e in entries]
     done("export")
@@ -138,9 +139,9 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             stage(f"quantize {recipe}")
             target = out / "quantized" / recipe
             try:
-                entries = quantize_directory(artifacts, recipe, target, out / "calibration",
-                                             progress=lambda message: progress(f"quantize: {message}"), gate=False,
-                                             no_gate_reason="md-export run checks and reports each recipe's parity")
+                entries = run_isolated(quantize_directory, artifacts, recipe, target, out / "calibration",
+                                       progress=lambda message: progress(f"quantize: {message}"), gate=False,
+                                       no_gate_reason="md-export run checks and reports each recipe's parity")
             except QuantizeError as exc:
                 # a converter limit on this network is a finding of the job, not the end of it
                 progress(f"quantize: FAILED: {exc}")
