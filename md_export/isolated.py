@@ -25,13 +25,14 @@ class IsolatedStageError(MdExportError):
 
 
 class _Relay:
-    """The child's progress callback: forwards each message to the parent."""
+    """The child's progress callback: forwards each message to the parent. Stages that also pass
+    counts (`progress(done, total, message)`) send their message, the last argument."""
 
     def __init__(self, channel):
         self._channel = channel
 
-    def __call__(self, message: str) -> None:
-        self._channel.put(("progress", message))
+    def __call__(self, *parts) -> None:
+        self._channel.put(("progress", str(parts[-1])))
 
 
 def _child(channel, fn: Callable, args: tuple, kwargs: dict, with_progress: bool) -> None:

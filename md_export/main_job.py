@@ -16,6 +16,7 @@ Exit status is non-zero when parity fails; the report is written either way.
 from __future__ import annotations
 
 import datetime
+import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,8 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             "image_psnr_db_vs_torch": round(psnr_db(reference.image.astype("float64"), result.image.astype("float64")), 2),
             "latent_psnr_db_vs_torch": round(psnr_db(reference.latent, result.latent), 2),
         }
+        del runners, result  # the sessions hold the UNet's weights: not while the next stages run
+        gc.collect()
         done(f"{runtime} pipeline")
 
     quantized_markdown = ""
@@ -127,11 +130,11 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
         from .quantize.driver import quantize_directory, quantize_summary
 
         stage("calibration")
-        build_calibration(preset, out / "calibration",
+        run_isolated(build_calibration, preset, out / "calibration",
                           CalibrationSettings(num_prompts=settings.calibration_prompts, steps=settings.calibration_steps,
                                               seed=settings.seed, checkpoint_dir=settings.checkpoint_dir,
                                               photos=2),
-                          lambda done, total, message: progress(f"calibration: {message}"), overwrite=settings.overwrite)
+                          progress=lambda message: progress(f"calibration: {message}"), overwrite=settings.overwrite)
         done("calibration")
         from .quantize.driver import QuantizeError
 
