@@ -131,10 +131,9 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 
         stage("calibration")
         run_isolated(build_calibration, preset, out / "calibration",
-                          CalibrationSettings(num_prompts=settings.calibration_prompts, steps=settings.calibration_steps,
-                                              seed=settings.seed, checkpoint_dir=settings.checkpoint_dir,
-                                              photos=2),
-                          progress=lambda message: progress(f"calibration: {message}"), overwrite=settings.overwrite)
+                     CalibrationSettings(num_prompts=settings.calibration_prompts, steps=settings.calibration_steps,
+                                         seed=settings.seed, checkpoint_dir=settings.checkpoint_dir, photos=2),
+                     progress=lambda message: progress(f"calibration: {message}"), overwrite=settings.overwrite)
         done("calibration")
         from .quantize.driver import QuantizeError
 

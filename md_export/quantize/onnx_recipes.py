@@ -55,7 +55,8 @@ def float_chain_nodes(model_path: Path, excluded: list[str]) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    nodes = [n for n in graph.node if n.name not in set(excluded)]
+    skipped = set(excluded)
+    nodes = [n for n in graph.node if n.name not in skipped]
     consumers: dict[str, list] = {}
     for node in nodes:
         for name in node.input:
