@@ -20,7 +20,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     settings = PlanSettings(runtime=args.runtime, steps=args.steps, prompts=args.prompts, min_psnr_db=args.min_psnr,
                             timing_runs=args.timing_runs, fidelity_prompts=args.fidelity_prompts,
-                            max_evaluations=args.max_evaluations,
+                            max_evaluations=args.max_evaluations, pipeline_runs=args.pipeline_runs,
                             checkpoint_dir=args.checkpoint_dir, seed=args.seed)
     settings.check()  # before any work
     check_output_dir(args.out, must_be_empty=not args.overwrite)  # a second plan would mix two runs' artifacts
@@ -29,8 +29,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     created = make_output_dir(args.out)
     try:
+        progress = lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}")  # noqa: E731
+        peak, gflops = _limit_inputs(preset, settings, progress)
         plan = make_plan(preset, args.out, settings, args.artifacts, args.calibration, args.overwrite,
-                         progress=lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}"))
+                         progress=progress, peak=peak, gflops=gflops)
     except BaseException:
         remove_created_dir(created)  # a failed plan leaves no half-filled folder where there was none
         raise
@@ -40,6 +42,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan["choice"] is None:
         raise ParityFailure(f"no {args.runtime} configuration of {preset.name} passed the gates; see {out / 'plan.md'}")
     return 0
+
+
+def _limit_inputs(preset, settings, progress) -> tuple[dict | None, dict | None]:
+    """This host's measured peaks and the GFLOPs per call of each component (counted on meta
+    tensors, no weights): what the limit beside the end-to-end timing needs."""
+    if settings.pipeline_runs == 0:
+        return None, None
+    from md_export.benchmarks.machine_peak import measure_machine_peak
+
+    from .summary import component_cost
+
+    progress("machine peak (GEMM and conv probes) and GFLOPs per component")
+    gflops = {c: component_cost(preset, c).gflops for c in ("text_encoder", "unet", "vae_decoder")}
+    return measure_machine_peak(), gflops
 
 
 def register(sub) -> None:
@@ -70,6 +86,8 @@ def register(sub) -> None:
     plan.add_argument("--fidelity-prompts", type=int, default=20,
                       help="held-out prompts of the fidelity gate (trained weights only; default 20)")
     plan.add_argument("--timing-runs", type=int, default=5, help="alternating timed calls per artifact (default 5)")
+    plan.add_argument("--pipeline-runs", type=int, default=3,
+                      help="end-to-end runs of the choice and of fp32, timed as whole pipelines (default 3; 0: skip)")
     plan.add_argument("--max-evaluations", type=int, default=12,
                       help="failing configurations to evaluate before giving up (default 12; fp32 is extra)")
     plan.add_argument("--seed", type=int, default=0)

@@ -7,11 +7,13 @@
   3. configurations evaluated in increasing estimate: final-image PSNR against the fp32 torch
      pipeline and, where the weights are trained, the prompt-fidelity gate; the first to pass all
      gates is the choice (the all-fp32 configuration is also evaluated, as the reference row)
-  4. OUT/plan.json and OUT/plan.md
+  4. the choice and the all-fp32 configuration timed end to end as whole pipelines, in
+     alternation (warm: after their evaluation runs), beside the estimate and the host's limit
+  5. OUT/plan.json and OUT/plan.md
 
-Estimates, not end-to-end timings: timing every one of up to 5^3 pipelines would cost more than
-the choice is worth; each component is called the same way in every configuration, so the sum of
-per-call medians ranks them (the chosen row's estimate is what a bench run should confirm).
+Estimates rank, whole pipelines confirm: timing every one of up to 5^3 pipelines would cost more
+than the choice is worth; each component is called the same way in every configuration, so the
+sum of per-call medians ranks them, and step 4 times the one that ships.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class PlanSettings:
     calibration_steps: int = 2
     checkpoint_dir: str | None = None
     seed: int = 0
+    # the image gate's prompts (default: the first `prompts` calibration prompts, seeds seed, seed+1, ...)
+    prompt_texts: tuple[str, ...] | None = None
+    pipeline_runs: int = 3  # step 4: alternating end-to-end runs of the choice and of fp32 (0: skip)
 
     def check(self) -> None:
         if self.runtime not in RUNTIME_RECIPES:
@@ -71,8 +76,17 @@ class PlanSettings:
                             ("--max-evaluations", self.max_evaluations)):
             if value < 1:
                 raise BadArgumentError(f"{flag} must be at least 1, got {value}")
+        if self.pipeline_runs < 0:
+            raise BadArgumentError(f"--pipeline-runs must be >= 0, got {self.pipeline_runs}")
         if self.steps is not None and self.steps < 1:
             raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
+
+    def gate_prompts(self) -> list[tuple[str, int]]:
+        """(prompt, seed) of every image-gate picture."""
+        from md_export.calibration.builders import load_prompts
+
+        texts = list(self.prompt_texts) if self.prompt_texts else load_prompts()[:self.prompts]
+        return [(prompt, self.seed + index) for index, prompt in enumerate(texts)]
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,11 @@ def _entry(directory: Path, component: str, fmt: str, resolution: int) -> dict |
 
 
 def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifacts: Path | None,
-                       calibration: Path | None, overwrite: bool, progress: Progress) -> list[ComponentCandidate]:
-    """Export (unless given), calibrate (if a recipe needs it and none is given), quantize."""
+                       calibration: Path | None, overwrite: bool, progress: Progress,
+                       quantized: dict[str, Path] | None = None) -> list[ComponentCandidate]:
+    """Export (unless given), calibrate (if a recipe needs it and none is given), quantize.
+    `quantized` (recipe -> directory): recipes already quantized from `artifacts` (the main job's);
+    they are the only recipes then, and nothing is quantized again."""
     from md_export.calibration.builders import CalibrationSettings, build_calibration
 
     from .export import export_preset
@@ -117,6 +134,9 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
         progress(f"export fp32 {fmt}")
         export_preset(preset, COMPONENTS, (fmt,), (FP32,), artifacts, checkpoint_dir=settings.checkpoint_dir,
                       progress=lambda m: progress(f"export: {m}"))
+    if quantized is not None:
+        return _fp32_candidates(artifacts, fmt, preset) + [
+            c for name, directory in quantized.items() for c in _recipe_candidates(name, Path(directory), fmt, preset)]
     recipes = [get_recipe(name) for name in RUNTIME_RECIPES[settings.runtime]]
     if calibration is None and any(r.calibration for r in recipes):
         calibration = out / "calibration"
@@ -127,13 +147,7 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
                                               guidance_scale=preset.guidance_scale,
                                               checkpoint_dir=settings.checkpoint_dir, photos=2),
                           lambda done, total, message: progress(f"calibration: {message}"), overwrite=overwrite)
-    candidates = []
-    for component in COMPONENTS:
-        entry = _entry(artifacts, component, fmt, preset.resolution)
-        if entry is None or entry["precision"] != FP32:
-            raise BadArgumentError(f"{artifacts} has no fp32 {fmt} {component} at {preset.resolution}: export it "
-                                   f"with --formats {fmt}")
-        candidates.append(ComponentCandidate(component, FP32, str(artifacts), entry))
+    candidates = _fp32_candidates(artifacts, fmt, preset)
     for recipe in recipes:
         target = out / "quantized" / recipe.name
         progress(f"quantize {recipe.name}")
@@ -144,10 +158,27 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
             progress(f"quantize {recipe.name}: FAILED: {exc}")
             candidates += [ComponentCandidate(c, recipe.name, error=str(exc)) for c in COMPONENTS]
             continue
-        for component in COMPONENTS:
-            entry = _entry(target, component, fmt, preset.resolution)
-            candidates.append(ComponentCandidate(component, recipe.name, str(target), entry) if entry is not None
-                              else ComponentCandidate(component, recipe.name, error="no artifact for this component"))
+        candidates += _recipe_candidates(recipe.name, target, fmt, preset)
+    return candidates
+
+
+def _fp32_candidates(artifacts: Path, fmt: str, preset: Preset) -> list[ComponentCandidate]:
+    candidates = []
+    for component in COMPONENTS:
+        entry = _entry(artifacts, component, fmt, preset.resolution)
+        if entry is None or entry["precision"] != FP32:
+            raise BadArgumentError(f"{artifacts} has no fp32 {fmt} {component} at {preset.resolution}: export it "
+                                   f"with --formats {fmt}")
+        candidates.append(ComponentCandidate(component, FP32, str(artifacts), entry))
+    return candidates
+
+
+def _recipe_candidates(recipe: str, directory: Path, fmt: str, preset: Preset) -> list[ComponentCandidate]:
+    candidates = []
+    for component in COMPONENTS:
+        entry = _entry(directory, component, fmt, preset.resolution) if (directory / "manifest.json").exists() else None
+        candidates.append(ComponentCandidate(component, recipe, str(directory), entry) if entry is not None
+                          else ComponentCandidate(component, recipe, error="no artifact for this component"))
     return candidates
 
 
@@ -250,18 +281,15 @@ class Reference:
 
 
 def evaluate(config: Configuration, reference: Reference, preset: Preset, settings: PlanSettings, steps: int,
-             guidance: float, progress: Progress) -> Evaluation:
-    from md_export.calibration.builders import load_prompts
-
+             guidance: float, progress: Progress, pipeline: TextToImagePipeline | None = None) -> Evaluation:
     from .parity import psnr_db
     from .quality.evaluate import GateResult, measure
     from .quality.gate_margin import QUALITY_MARGIN
     from .quality.prompts import quality_prompts
 
-    pipeline = mixed_pipeline(config, preset)
+    pipeline = pipeline or mixed_pipeline(config, preset)
     psnrs = []
-    for index, prompt in enumerate(load_prompts()[:settings.prompts]):
-        seed = settings.seed + index
+    for prompt, seed in settings.gate_prompts():
         image = pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
         psnrs.append(round(psnr_db(reference.image(prompt, steps, seed, guidance).astype(np.float64),
                                    image.astype(np.float64)), 2))
@@ -296,11 +324,70 @@ def _name(config: Configuration) -> str:
     return " + ".join(f"{c.component}:{c.recipe}" for c in config.parts)
 
 
+# ---- 4. the choice as one pipeline -----------------------------------------------------------
+
+def time_pipelines(pipelines: dict[str, TextToImagePipeline], prompt: str, steps: int, seed: int, guidance: float,
+                   runs: int, progress: Progress) -> dict[str, dict]:
+    """Median wall time of whole `generate` calls (text encoder, every UNet call, decoder), the
+    pipelines called in alternation so background load weighs on all alike. The pipelines are
+    warm (their evaluation ran them), so the first call's allocations are not in the numbers."""
+    samples: dict[str, list[dict]] = {name: [] for name in pipelines}
+    for run in range(runs):
+        for name, pipeline in pipelines.items():
+            progress(f"end to end {run + 1}/{runs}: {name}")
+            samples[name].append(pipeline.generate(prompt, steps, seed, guidance_scale=guidance).seconds)
+    return {name: {f"{stage}_ms": round(statistics.median(call[stage] for call in calls) * 1e3, 2)
+                   for stage in ("total", "text_encoder", "unet", "vae_decoder")}
+            for name, calls in samples.items()}
+
+
+def end_to_end(choice: Configuration, baseline: Configuration, pipelines: dict[Configuration, TextToImagePipeline],
+               preset: Preset, settings: PlanSettings, steps: int, guidance: float, estimates: dict,
+               limit: Callable[[Configuration, float], dict] | None, progress: Progress) -> dict:
+    """Step 4: the choice and fp32 timed as whole pipelines; measured / estimate, and the limit."""
+    prompt, seed = settings.gate_prompts()[0]
+    named = {"choice": choice} | ({"fp32": baseline} if baseline is not choice else {})
+    timed = time_pipelines({name: pipelines[config] for name, config in named.items()}, prompt, steps, seed,
+                           guidance, settings.pipeline_runs, progress)
+    result = {"prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance,
+              "runs": settings.pipeline_runs, "method": "median of alternating warm generate() calls"}
+    for name, config in named.items():
+        row = dict(timed[name], components=config.recipes(), estimated_ms=estimates[config],
+                   measured_over_estimate=round(timed[name]["total_ms"] / estimates[config], 3))
+        if limit is not None:
+            row |= limit(config, timed[name]["total_ms"])
+        result[name] = row
+    fp32 = result.get("fp32", result["choice"])
+    result["speedup_vs_fp32"] = round(fp32["total_ms"] / result["choice"]["total_ms"], 3)
+    return result
+
+
+def limit_of(gflops: dict[str, float], peak: dict, steps: int, guidance: bool
+             ) -> Callable[[Configuration, float], dict]:
+    """limit_ms / total_over_limit of a configuration (benchmarks/limit.py): GFLOPs per call x
+    calls, over the measured peak of each component's precision."""
+    from md_export.benchmarks.limit import limit_basis, limit_fields
+
+    def fields(config: Configuration, measured_ms: float) -> dict:
+        text, unet, decoder = config.parts
+        calls = {"text_encoder": 1, "unet": steps * (2 if guidance else 1), "vae_decoder": 1}
+        precisions = {c.component: (c.entry or {}).get("precision", c.recipe) for c in config.parts}
+        work = {c: (gflops.get(c), n) for c, n in calls.items()}
+        return limit_fields(limit_basis(work, precisions, peak), measured_ms)
+
+    return fields
+
+
 # ---- the whole plan ----------------------------------------------------------------------------
 
 def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts: str | Path | None = None,
               calibration: str | Path | None = None, overwrite: bool = False,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, quantized: dict[str, Path] | None = None,
+              component_ms: dict[tuple[str, str], float] | None = None, reference: Reference | None = None,
+              peak: dict | None = None, gflops: dict[str, float] | None = None) -> dict:
+    """The main job passes what it already has: `quantized` recipe directories, `component_ms`
+    ((component, recipe) -> median ms from its benchmark), its torch `reference`, and the `peak`
+    and per-component `gflops` its benchmark measured (the limit in step 4; without them, none)."""
     settings.check()
     progress = progress or (lambda message: None)
     out = Path(out)
@@ -319,25 +406,34 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         settings = replace(settings, checkpoint_dir=settings.checkpoint_dir or source.get("checkpoint_dir"))
         weight_seed = source.get("weight_seed", 0)
     candidates = prepare_candidates(preset, out, settings, artifacts_dir, Path(calibration) if calibration else None,
-                                    overwrite, progress)
-    candidates = time_candidates(candidates, settings.timing_runs, progress)
+                                    overwrite, progress, quantized)
+    if component_ms is not None and all((c.component, c.recipe) in component_ms for c in candidates if c.error is None):
+        candidates = [replace(c, ms=component_ms[(c.component, c.recipe)]) if c.error is None else c for c in candidates]
+        timing_source = "the caller's benchmark (median per call)"
+    else:
+        candidates = time_candidates(candidates, settings.timing_runs, progress)
+        timing_source = f"{settings.timing_runs} alternating runs"
     ranked = configurations(candidates, steps, guidance != 1.0)
     if not ranked:
         raise MdExportError("no runnable configuration: every candidate of some component failed")
     unet_entry = next(c.entry for c in candidates if c.component == "unet" and c.recipe == FP32)
     latent = next(i for i in unet_entry["inputs"] if i["name"] == "latent")
     resolution = latent["shape"][-1] * preset.vae.downsample_factor
-    progress("fp32 torch reference")
-    reference = Reference(preset, resolution, settings.checkpoint_dir, weight_seed)
+    if reference is None:
+        progress("fp32 torch reference")
+        reference = Reference(preset, resolution, settings.checkpoint_dir, weight_seed)
     rows, choice = [], None
     baseline = next(c for _, c in ranked if all(p.recipe == FP32 for p in c.parts))
+    estimates = {config: estimate for estimate, config in ranked}
+    pipelines: dict[Configuration, TextToImagePipeline] = {}  # kept for step 4: the choice and fp32, warm
     evaluated = 0
     for estimate, config in ranked:
         row = {"components": config.recipes(), "estimated_ms": estimate, "evaluated": False}
         if (choice is None and evaluated < settings.max_evaluations) or config is baseline:
             evaluated += 1
             progress(f"evaluating {_name(config)} (estimated {estimate:.1f} ms)")
-            result = evaluate(config, reference, preset, settings, steps, guidance, progress)
+            pipeline = mixed_pipeline(config, preset)
+            result = evaluate(config, reference, preset, settings, steps, guidance, progress, pipeline)
             row.update(evaluated=True, image_psnr_db=list(result.image_psnr_db),
                        min_image_psnr_db=min(result.image_psnr_db),
                        mean_image_psnr_db=round(float(np.mean(result.image_psnr_db)), 2),
@@ -345,19 +441,31 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
             if result.passed and choice is None:
                 choice = config
                 row["chosen"] = True
+            if config is baseline or config is choice:
+                pipelines[config] = pipeline
+            del pipeline  # a rejected configuration's sessions go now, not at the end of the plan
         rows.append(row)
+    measured = None
+    if choice is not None and settings.pipeline_runs > 0:
+        limit = limit_of(gflops, peak, steps, guidance != 1.0) if peak and gflops else None
+        measured = end_to_end(choice, baseline, pipelines, preset, settings, steps, guidance, estimates, limit,
+                              progress)
+    pipelines.clear()
     plan = {
         "preset": preset.name, "runtime": settings.runtime, "format": RUNTIME_FORMATS[settings.runtime],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "choice": choice.recipes() if choice else None,
         "choice_estimated_ms": next((r["estimated_ms"] for r in rows if r.get("chosen")), None),
-        "gates": {"min_image_psnr_db": settings.min_psnr_db, "image_prompts": settings.prompts,
+        "choice_measured_ms": measured["choice"]["total_ms"] if measured else None,
+        "end_to_end": measured,
+        "gates": {"min_image_psnr_db": settings.min_psnr_db, "image_prompts": len(settings.gate_prompts()),
                   "max_evaluations": settings.max_evaluations,
                   "fidelity": ({"prompts": settings.fidelity_prompts, "set": "held-out", "seeds": [0]}
                                if reference.trained else {"skipped": "random weights: fidelity of noise says nothing"})},
         "measurement": {"steps": steps, "guidance_scale": guidance,
                         "unet_calls_per_step": unet_calls_per_step(unet_entry, guidance != 1.0),
                         "resolution": resolution, "timing_runs": settings.timing_runs,
+                        "component_timing": timing_source,
                         "estimate": "text + UNet calls per step x steps + decoder, per-call medians"},
         "weights": reference.sources,
         "component_candidates": [{"component": c.component, "recipe": c.recipe, "directory": c.directory,
@@ -372,13 +480,38 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     return plan
 
 
+def end_to_end_markdown(measured: dict | None) -> list[str]:
+    if not measured:
+        return []
+    lines = ["## The choice end to end (whole pipelines, measured)", "",
+             f"\"{measured['prompt']}\", seed {measured['seed']}, {measured['steps']} steps, guidance "
+             f"{measured['guidance_scale']}; {measured['method']}, {measured['runs']} runs each.", "",
+             "| configuration | text ms | UNet ms | decoder ms | total ms | estimate ms | measured / estimate "
+             "| limit ms | total / limit |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ("choice", "fp32"):
+        row = measured.get(name)
+        if row is None:
+            continue
+        label = f"{name}: " + ", ".join(row["components"].values())
+        limit = "-" if row.get("limit_ms") is None else f"{row['limit_ms']:.1f}"
+        ratio = "-" if row.get("total_over_limit") is None else f"{row['total_over_limit']:.2f}x"
+        lines.append(f"| {label} | {row['text_encoder_ms']:.1f} | {row['unet_ms']:.1f} | {row['vae_decoder_ms']:.1f} | "
+                     f"{row['total_ms']:.1f} | {row['estimated_ms']:.1f} | {row['measured_over_estimate']:.2f} | "
+                     f"{limit} | {ratio} |")
+    lines += ["", f"Speedup of the choice over fp32, end to end: **{measured['speedup_vs_fp32']:.2f}x**.", ""]
+    return lines
+
+
 def markdown(plan: dict) -> str:
     m = plan["measurement"]
     choice = plan["choice"]
+    timing = m.get("component_timing") or f"{m['timing_runs']} alternating runs"
     lines = [f"# Shipping plan: {plan['preset']} on {plan['runtime']}", ""]
     if choice:
         lines.append(f"Choice: **{', '.join(f'{k} {v}' for k, v in choice.items())}** "
-                     f"(estimated {plan['choice_estimated_ms']:.1f} ms end to end).")
+                     f"(estimated {plan['choice_estimated_ms']:.1f} ms end to end"
+                     + (f", measured {plan['choice_measured_ms']:.1f} ms" if plan.get("choice_measured_ms") else "")
+                     + ").")
     else:
         lines.append("Choice: **none** (no configuration passed the gates).")
     fidelity = plan["gates"]["fidelity"]
@@ -387,9 +520,9 @@ def markdown(plan: dict) -> str:
               + (f"skipped ({fidelity['skipped']})" if "skipped" in fidelity
                  else f"within the quality margin of fp32 torch on {fidelity['prompts']} held-out prompts") + ".",
               f"Sampling: {m['steps']} DDIM steps, guidance {m['guidance_scale']}, {m['resolution']}x{m['resolution']}; "
-              f"estimate = {m['estimate']} ({m['timing_runs']} alternating runs; UNet calls per step "
-              f"{m['unet_calls_per_step']}).", "",
-              "## Component candidates (median ms per call)", "", "| component | recipe | ms | note |",
+              f"estimate = {m['estimate']} ({timing}; UNet calls per step {m['unet_calls_per_step']}).", ""]
+    lines += end_to_end_markdown(plan.get("end_to_end"))
+    lines += ["## Component candidates (median ms per call)", "", "| component | recipe | ms | note |",
               "| --- | --- | ---: | --- |"]
     for c in plan["component_candidates"]:
         ms = "" if c["ms"] is None else f"{c['ms']:.2f}"

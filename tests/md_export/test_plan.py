@@ -50,6 +50,24 @@ def test_plan_writes_choice_and_candidate_table(tiny_plan):
     assert "| text encoder | UNet | decoder |" in text and "**chosen**" in text
 
 
+def test_choice_is_timed_end_to_end_beside_fp32_and_the_limit(tiny_plan):
+    out, plan = tiny_plan
+    measured = plan["end_to_end"]
+    assert measured["runs"] == 3 and measured["steps"] == 1
+    choice = measured["choice"]
+    assert choice["components"] == plan["choice"] and plan["choice_measured_ms"] == choice["total_ms"] > 0
+    # the stages add up to the whole call (rounding of three medians aside: 1% of the total)
+    parts = choice["text_encoder_ms"] + choice["unet_ms"] + choice["vae_decoder_ms"]
+    assert parts == pytest.approx(choice["total_ms"], rel=0.01)
+    assert choice["limit_ms"] > 0 and choice["total_over_limit"] == pytest.approx(
+        choice["total_ms"] / choice["limit_ms"], rel=1e-2)
+    assert set(choice["limit_basis"]) == {"text_encoder", "unet", "vae_decoder"}
+    if "fp32" in measured:  # absent only when fp32 itself is the choice
+        assert set(measured["fp32"]["components"].values()) == {"fp32"}
+        assert measured["speedup_vs_fp32"] == pytest.approx(measured["fp32"]["total_ms"] / choice["total_ms"], rel=1e-2)
+    assert "The choice end to end" in (out / "plan.md").read_text()
+
+
 class _Noise:
     """A UNet runner with the real one's interface whose prediction is loud noise."""
 
