@@ -6,9 +6,12 @@
   2. torch reference image
   3. export the three networks to every requested format
   4. parity of every artifact (hard gates)
-  5. the same prompt and seed through the exported ONNX / LiteRT runners: image PSNR vs torch
-  6. calibration data from real sampler runs; one int8 recipe per format; parity of each
-  7. OUT/report.md and OUT/report.json
+  5. calibration data from real sampler runs; one int8 recipe per format; parity of each
+  6. benchmark of every artifact (fp32 and quantized) on onnxruntime and LiteRT
+  7. per runtime, md-export plan's choice over those artifacts (OUT/plans/<runtime>/): the same
+     prompt and seed through the exported fp32 pipeline (OUT/onnx.png, OUT/tflite.png: image PSNR
+     vs torch), through the chosen configuration (OUT/<runtime>-plan.png), both timed end to end
+  8. OUT/report.md and OUT/report.json
 
 Exit status is non-zero when parity fails; the report is written either way.
 """
@@ -31,6 +34,7 @@ from .images import save_png
 from .isolated import run_isolated
 from .micro_demo import micro_markdown, micro_picture
 from .parity import check_directory, markdown, psnr_db
+from .quantize.driver import quantize_summary
 from .pipeline import TextToImagePipeline
 from .summary import preset_summary
 from .torch_networks import torch_networks
@@ -84,7 +88,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     networks, sources = torch_networks(preset, checkpoint_dir=settings.checkpoint_dir)
     report["weights"] = sources
     reference = TextToImagePipeline(networks, preset.unet.prediction_type).generate(
-        settings.prompt, settings.steps, settings.seed)
+        settings.prompt, settings.steps, settings.seed, guidance_scale=preset.guidance_scale)
     save_png(reference.image, out / "torch.png")
     report["images"] = {"torch": {"file": "torch.png", "seconds": reference.seconds}}
     del networks
@@ -104,30 +108,13 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     report["parity"] = parity.as_dict()
     done("parity")
 
-    for runtime in PIPELINE_RUNTIMES:
-        if runtime not in settings.formats:
-            continue
-        stage(f"{runtime} pipeline")
-        runners, _ = artifact_networks(artifacts, runtime, settings.precisions[0])
-        result = TextToImagePipeline(runners, preset.unet.prediction_type).generate(
-            settings.prompt, settings.steps, settings.seed)
-        save_png(result.image, out / f"{runtime}.png")
-        report["images"][runtime] = {
-            "file": f"{runtime}.png", "seconds": result.seconds,
-            "image_psnr_db_vs_torch": round(psnr_db(reference.image.astype("float64"), result.image.astype("float64")), 2),
-            "latent_psnr_db_vs_torch": round(psnr_db(reference.latent, result.latent), 2),
-        }
-        del runners, result  # the sessions hold the UNet's weights: not while the next stages run
-        gc.collect()
-        done(f"{runtime} pipeline")
-
     quantized_markdown = ""
     recipes = [r for r in settings.recipes if r.split("-")[0] in settings.formats]
     report["quantized"] = {}
     if recipes:
         from md_export.calibration.builders import CalibrationSettings, build_calibration
 
-        from .quantize.driver import quantize_directory, quantize_summary
+        from .quantize.driver import quantize_directory
 
         stage("calibration")
         run_isolated(build_calibration, preset, out / "calibration",
@@ -141,9 +128,12 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             stage(f"quantize {recipe}")
             target = out / "quantized" / recipe
             try:
+                # speed_runs=0: the benchmark stage times every artifact, fp32 and quantized, once;
+                # each recipe's speed against its source is read from there (_speed_from_benchmark)
                 entries = run_isolated(quantize_directory, artifacts, recipe, target, out / "calibration",
                                        progress=lambda message: progress(f"quantize: {message}"), gate=False,
-                                       no_gate_reason="md-export run checks and reports each recipe's parity")
+                                       no_gate_reason="md-export run checks and reports each recipe's parity",
+                                       speed_runs=0)
             except QuantizeError as exc:
                 # a converter limit on this network is a finding of the job, not the end of it
                 progress(f"quantize: FAILED: {exc}")
@@ -165,16 +155,105 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             done(f"quantize {recipe}")
 
     stage("benchmark")
-    report["benchmark"] = run_benchmark(out, [out / "artifacts"] + [out / "quantized" / r for r in recipes
-                                                                    if not report["quantized"][r].get("error")],
-                                        settings.bench_runs)
+    quantized_dirs = {r: out / "quantized" / r for r in recipes if not report["quantized"][r].get("error")}
+    report["benchmark"] = run_benchmark(out, [out / "artifacts"] + list(quantized_dirs.values()), settings.bench_runs)
+    bench = _bench_items(out, report["benchmark"])
+    for recipe in quantized_dirs:
+        for artifact in report["quantized"][recipe]["artifacts"]:
+            artifact["speed_vs_source"] = _speed_from_benchmark(bench, recipe, artifact["file"])
+            artifact["summary"] = quantize_summary(artifact)
     done("benchmark")
+
+    # The shipping configuration per runtime, by the plan's rules, over what the job already made:
+    # the fp32 export and the job's recipe of that format, timed by the benchmark above. Its image
+    # gate draws the job's prompt through the exported pipelines (OUT/onnx.png, OUT/tflite.png).
+    report["plans"] = {}
+    for runtime in PIPELINE_RUNTIMES:
+        if runtime not in settings.formats:
+            continue
+        stage(f"{runtime} pipeline and plan")
+        report["plans"][runtime] = _plan(preset, out, runtime, settings, report, reference, sources, bench,
+                                         {r: d for r, d in quantized_dirs.items() if r.startswith(runtime)}, progress)
+        done(f"{runtime} pipeline and plan")
 
     # The gate of the job is the float export; quantized recipes report their own verdicts.
     report["passed"] = parity.passed
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", render(report, markdown(parity)) + quantized_markdown)
     return report
+
+
+PLAN_RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+
+
+def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", report: dict, reference, sources: dict,
+          bench: dict[str, list[dict]], quantized: dict[str, Path], progress: Progress) -> dict:
+    """md-export plan's choice for one runtime, and the exported fp32 pipeline's picture."""
+    from .plan import FP32, PlanSettings, Reference, make_plan
+
+    plan_runtime = PLAN_RUNTIMES[runtime]
+    key = (settings.prompt, settings.steps, settings.seed, preset.guidance_scale)
+
+    def on_generation(config, prompt, seed, generation) -> None:
+        if prompt != settings.prompt or seed != settings.seed:
+            return
+        recipes = set(config.recipes().values())
+        name = runtime if recipes == {FP32} else f"{runtime}-plan"
+        save_png(generation.image, out / f"{name}.png")
+        report["images"][name] = {
+            "file": f"{name}.png", "seconds": generation.seconds, "components": config.recipes(),
+            "image_psnr_db_vs_torch": round(psnr_db(reference.image.astype("float64"),
+                                                    generation.image.astype("float64")), 2),
+            "latent_psnr_db_vs_torch": round(psnr_db(reference.latent, generation.latent), 2)}
+
+    component_ms, gflops, peak = {}, {}, None
+    for name, items in bench.items():
+        recipe = FP32 if name == "artifacts" else name
+        for item in items:
+            if item.get("runtime") == plan_runtime and item.get("level") == "component" and item.get("latency_ms"):
+                component_ms[(item["component"], recipe)] = item["latency_ms"]["p50"]
+                gflops[item["component"]] = item.get("gflops")
+                peak = peak or item.get("machine_peak")
+    plan_settings = PlanSettings(runtime=plan_runtime, steps=settings.steps, prompt_texts=(settings.prompt,),
+                                 seed=settings.seed, max_evaluations=3, pipeline_runs=1,
+                                 checkpoint_dir=settings.checkpoint_dir)
+    torch_reference = Reference(preset, preset.resolution, settings.checkpoint_dir, sources=sources,
+                                images={key: reference.image})
+    plan = make_plan(preset, out / "plans" / plan_runtime, plan_settings, out / "artifacts", out / "calibration",
+                     overwrite=True, progress=lambda message: progress(f"plan {plan_runtime}: {message}"),
+                     quantized=quantized, component_ms=component_ms, reference=torch_reference,
+                     peak=peak, gflops=gflops if all(gflops.values()) else None, on_generation=on_generation)
+    return {"plan": f"plans/{plan_runtime}/plan.json", "markdown": f"plans/{plan_runtime}/plan.md",
+            "choice": plan["choice"], "estimated_ms": plan["choice_estimated_ms"],
+            "measured_ms": plan["choice_measured_ms"], "end_to_end": plan["end_to_end"]}
+
+
+def _bench_items(out: Path, benchmark: dict) -> dict[str, list[dict]]:
+    """directory name -> its benchmark items (each with the run's machine peak attached)."""
+    import json
+
+    items = {}
+    for name, files in benchmark.items():
+        document = json.loads((out / files["json"]).read_text())
+        items[name] = [dict(item, machine_peak=document.get("machine_peak")) for item in document["items"]]
+    return items
+
+
+def _speed_from_benchmark(bench: dict[str, list[dict]], recipe: str, file: str) -> dict:
+    """The quantized artifact's median against its fp32 source's, from the benchmark stage (one
+    run each, one after the other; `md-export quantize` alternates them call by call)."""
+    mine = [i for i in bench.get(recipe, []) if i.get("file") == file and i.get("latency_ms")]
+    if not mine:
+        return {"skipped": "not benchmarked (Core ML runs on macOS only)"}
+    item = mine[0]
+    sources = [i for i in bench.get("artifacts", []) if i.get("component") == item["component"]
+               and i.get("runtime") == item["runtime"] and i.get("resolution") == item.get("resolution")
+               and i.get("latency_ms")]
+    if not sources:
+        return {"skipped": "no fp32 timing of its source"}
+    p50, source_p50 = item["latency_ms"]["p50"], sources[0]["latency_ms"]["p50"]
+    return {"p50_ms": round(p50, 3), "source_p50_ms": round(source_p50, 3), "speedup": round(source_p50 / p50, 3),
+            "slower": p50 > source_p50, "source": sources[0]["file"], "method": "md-export run's benchmark stage"}
 
 
 def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
@@ -238,6 +317,17 @@ def render(report: dict, parity_markdown: str) -> str:
             for a in data["artifacts"]:
                 lines.append(f"| {recipe} | {a['file']} | {a['size_bytes'] / 1e6:.1f} | {a.get('summary', '')} | "
                              f"{statuses.get(a['file'], '')} |")
+    for runtime, plan in report.get("plans", {}).items():
+        lines += ["", f"## Shipping configuration: {PLAN_RUNTIMES[runtime]}", ""]
+        if plan["choice"] is None:
+            lines.append(f"No configuration passed the plan's gates; see [{plan['markdown']}]({plan['markdown']}).")
+            continue
+        lines.append(f"Choice: **{', '.join(f'{k} {v}' for k, v in plan['choice'].items())}** "
+                     f"([{plan['markdown']}]({plan['markdown']}): every candidate and its verdict).")
+        if plan.get("end_to_end"):
+            from .plan import end_to_end_markdown
+
+            lines += [""] + end_to_end_markdown(plan["end_to_end"])[2:]
     for name, files in report.get("benchmark", {}).items():
         lines += ["", f"## Benchmark: {name}", "", f"![latency]({files['chart']})", ""]
         bench_md = Path(report["out"]) / files["markdown"]

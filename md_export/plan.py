@@ -33,11 +33,13 @@ from md_export.models import Preset
 
 from .errors import BadArgumentError, MdExportError
 from .export.manifest import read_manifest, write_json_atomic, write_text_atomic
-from .pipeline import Networks, TextToImagePipeline
+from .pipeline import Generation, Networks, TextToImagePipeline
 from .runtimes import open_artifact
 from .runtimes.base import Runner
 
 Progress = Callable[[str], None]
+# (configuration, prompt, seed, what it generated) of every image-gate picture: the main job saves them
+OnGeneration = Callable[["Configuration", str, int, Generation], None]
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 FP32 = "fp32"
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
@@ -253,17 +255,34 @@ def configurations(candidates: list[ComponentCandidate], steps: int, guidance: b
 
 class Reference:
     """The fp32 torch pipeline's images (per prompt and seed) and, with trained weights, its
-    fidelity report; computed once per plan."""
+    fidelity report; computed once per plan. A caller that already drew some images (the main
+    job's torch reference) passes them with their weights' `sources`: the torch networks are then
+    built only if a picture or a fidelity run is missing."""
 
-    def __init__(self, preset: Preset, resolution: int, checkpoint_dir: str | None, weight_seed: int = 0):
+    def __init__(self, preset: Preset, resolution: int, checkpoint_dir: str | None, weight_seed: int = 0,
+                 sources: dict[str, str] | None = None, images: dict[tuple, np.ndarray] | None = None):
+        self._args = (preset, resolution, checkpoint_dir, weight_seed)
+        self._pipeline = None
+        if sources is None:
+            self._build()
+        else:
+            self.sources = sources
+        self.trained = not all(text.startswith("random") for text in self.sources.values())
+        self._images: dict[tuple, np.ndarray] = dict(images or {})  # (prompt, steps, seed, guidance) -> image
+        self._fidelity = None
+
+    def _build(self) -> None:
         from .torch_networks import torch_networks
 
-        networks, sources = torch_networks(preset, resolution, checkpoint_dir, weight_seed)
-        self.pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
-        self.trained = not all(text.startswith("random") for text in sources.values())
-        self.sources = sources
-        self._images: dict[tuple, np.ndarray] = {}
-        self._fidelity = None
+        preset, resolution, checkpoint_dir, weight_seed = self._args
+        networks, self.sources = torch_networks(preset, resolution, checkpoint_dir, weight_seed)
+        self._pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
+
+    @property
+    def pipeline(self) -> TextToImagePipeline:
+        if self._pipeline is None:
+            self._build()
+        return self._pipeline
 
     def image(self, prompt: str, steps: int, seed: int, guidance: float) -> np.ndarray:
         key = (prompt, steps, seed, guidance)
@@ -281,7 +300,8 @@ class Reference:
 
 
 def evaluate(config: Configuration, reference: Reference, preset: Preset, settings: PlanSettings, steps: int,
-             guidance: float, progress: Progress, pipeline: TextToImagePipeline | None = None) -> Evaluation:
+             guidance: float, progress: Progress, pipeline: TextToImagePipeline | None = None,
+             on_generation: OnGeneration | None = None) -> Evaluation:
     from .parity import psnr_db
     from .quality.evaluate import GateResult, measure
     from .quality.gate_margin import QUALITY_MARGIN
@@ -290,7 +310,10 @@ def evaluate(config: Configuration, reference: Reference, preset: Preset, settin
     pipeline = pipeline or mixed_pipeline(config, preset)
     psnrs = []
     for prompt, seed in settings.gate_prompts():
-        image = pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
+        generation = pipeline.generate(prompt, steps, seed, guidance_scale=guidance)
+        image = generation.image
+        if on_generation is not None:
+            on_generation(config, prompt, seed, generation)
         psnrs.append(round(psnr_db(reference.image(prompt, steps, seed, guidance).astype(np.float64),
                                    image.astype(np.float64)), 2))
     if min(psnrs) < settings.min_psnr_db:
@@ -384,7 +407,8 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
               calibration: str | Path | None = None, overwrite: bool = False,
               progress: Progress | None = None, quantized: dict[str, Path] | None = None,
               component_ms: dict[tuple[str, str], float] | None = None, reference: Reference | None = None,
-              peak: dict | None = None, gflops: dict[str, float] | None = None) -> dict:
+              peak: dict | None = None, gflops: dict[str, float] | None = None,
+              on_generation: OnGeneration | None = None) -> dict:
     """The main job passes what it already has: `quantized` recipe directories, `component_ms`
     ((component, recipe) -> median ms from its benchmark), its torch `reference`, and the `peak`
     and per-component `gflops` its benchmark measured (the limit in step 4; without them, none)."""
@@ -433,7 +457,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
             evaluated += 1
             progress(f"evaluating {_name(config)} (estimated {estimate:.1f} ms)")
             pipeline = mixed_pipeline(config, preset)
-            result = evaluate(config, reference, preset, settings, steps, guidance, progress, pipeline)
+            result = evaluate(config, reference, preset, settings, steps, guidance, progress, pipeline, on_generation)
             row.update(evaluated=True, image_psnr_db=list(result.image_psnr_db),
                        min_image_psnr_db=min(result.image_psnr_db),
                        mean_image_psnr_db=round(float(np.mean(result.image_psnr_db)), 2),

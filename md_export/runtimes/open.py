@@ -7,13 +7,27 @@ from pathlib import Path
 from .base import ArtifactLoadError, Runner
 
 
-def verify_file(directory: Path, entry: dict) -> Path:
+# (resolved path, inode, size, mtime_ns, ctime_ns) -> sha256 of files this process already hashed: a plan opens the
+# same 1.5 GB UNet for every configuration it evaluates, and hashing it costs seconds each time.
+# A rewritten or replaced file has a new inode, size or time stamps, so it is hashed again.
+_HASHED: dict[tuple, str] = {}
+
+
+def _sha256_once(path: Path) -> str:
     from ..export.manifest import sha256_of
 
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(path)
+    return _HASHED[key]
+
+
+def verify_file(directory: Path, entry: dict) -> Path:
     path = Path(directory) / entry["file"]
     if not path.exists():
         raise ArtifactLoadError(f"{entry['file']} is listed in the manifest but missing from {directory}")
-    if sha256_of(path) != entry["sha256"]:
+    if _sha256_once(path) != entry["sha256"]:
         raise ArtifactLoadError(f"{entry['file']} does not match its manifest sha256: "
                                 "the file is corrupt, truncated or changed since export")
     return path

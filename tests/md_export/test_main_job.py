@@ -11,10 +11,26 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True and report["parity"]["passed"] is True
-    assert set(report["images"]) == {"torch", "onnx", "tflite"}
+    assert {"torch", "onnx", "tflite"} <= set(report["images"]) <= {"torch", "onnx", "tflite", "onnx-plan",
+                                                                    "tflite-plan"}
     for runtime in ("onnx", "tflite"):
         assert (out / f"{runtime}.png").exists()
         assert report["images"][runtime]["image_psnr_db_vs_torch"] > 40.0  # fp32 runtimes, same picture
+        assert set(report["images"][runtime]["components"].values()) == {"fp32"}
+    # the plan per runtime: a choice over the job's own artifacts, timed end to end as one pipeline
+    assert set(report["plans"]) == {"onnx", "tflite"}
+    for runtime, job_recipe in (("onnx", "onnx-static-int8"), ("tflite", "tflite-dynamic-int8")):
+        plan = json.loads((out / report["plans"][runtime]["plan"]).read_text())
+        assert {c["recipe"] for c in plan["component_candidates"]} == {"fp32", job_recipe}  # nothing quantized again
+        assert plan["measurement"]["component_timing"].startswith("the caller's benchmark")
+        assert plan["choice"] is not None and plan["end_to_end"]["choice"]["total_ms"] > 0
+        assert plan["end_to_end"]["choice"]["limit_ms"] > 0
+        if set(plan["choice"].values()) != {"fp32"}:
+            assert report["images"][f"{runtime}-plan"]["components"] == plan["choice"]
+            assert report["images"][f"{runtime}-plan"]["image_psnr_db_vs_torch"] >= 30.0  # the plan's gate
+    assert not (out / "plans" / "onnxruntime" / "quantized").exists()
+    for artifact in report["quantized"]["onnx-static-int8"]["artifacts"]:  # the speed check, from the benchmark
+        assert artifact["speed_vs_source"]["source_p50_ms"] > 0 and "speedup" in artifact["speed_vs_source"]
     assert (out / "report.md").read_text().startswith("# md-export main job: mobilediffusion-tiny")
     assert (out / "artifacts" / "parity.md").exists()
     assert set(report["quantized"]) == {"onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8"}

