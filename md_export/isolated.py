@@ -52,7 +52,9 @@ def run_isolated(fn: Callable, *args, progress: Callable[[str], None] | None = N
     the child's `progress=` callback. `fn`, its arguments, result and exceptions must pickle."""
     context = multiprocessing.get_context("spawn")
     channel = context.Queue()
-    child = context.Process(target=_child, args=(channel, fn, args, kwargs, progress is not None), daemon=True)
+    # Not a daemon: a stage may isolate its own phases in turn (onnxruntime's static quantization
+    # of a large model); the parent still ends the child on any error or interrupt (below).
+    child = context.Process(target=_child, args=(channel, fn, args, kwargs, progress is not None), daemon=False)
     child.start()
     try:
         while True:
