@@ -40,8 +40,17 @@ class SettingsMismatchError(BadArgumentError):
     pass
 
 
+# How a run executes, not what it trains: a run stopped with --threads 1 may resume with 2 (the
+# per-step generators draw the same batches and noise; only float summation order may differ).
+EXECUTION_SETTINGS = ("threads", "save_every")
+
+
+def _trained(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}
+
+
 def _check_resumable(state: dict, preset: Preset, settings: TrainSettings) -> None:
-    if state["preset"] != preset.name or state["settings"] != settings.as_dict():
+    if state["preset"] != preset.name or _trained(state["settings"]) != _trained(settings.as_dict()):
         raise SettingsMismatchError(
             "the output directory holds a run with other settings "
             f"({state['preset']}, {state['settings']}); use a new --out or the same flags to resume")

@@ -56,5 +56,8 @@ def test_resuming_with_other_settings_and_bad_settings_are_clear_errors(tmp_path
     _run(tmp_path, _settings(steps=1, vae_steps=1, save_every=1))
     with pytest.raises(BadArgumentError, match="other settings"):
         _run(tmp_path, _settings(steps=2, vae_steps=1, save_every=1))
+    # how it runs is not what it trains: other threads or checkpoint spacing resume the same run
+    summary, _ = _run(tmp_path, _settings(steps=1, vae_steps=1, save_every=2, threads=2))
+    assert summary["diffusion_steps_done"] == 1
     with pytest.raises(BadArgumentError, match="--data"):
         TrainSettings(data="cats")
