@@ -19,7 +19,6 @@ Exit status is non-zero when parity fails; the report is written either way.
 from __future__ import annotations
 
 import datetime
-import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Callable
 
 from md_export.models import Preset
 
-from .artifacts import artifact_networks
 from .export import export_preset
 from .export.manifest import read_manifest, write_json_atomic, write_text_atomic
 from .images import save_png
@@ -35,7 +33,7 @@ from .isolated import run_isolated
 from .micro_demo import micro_markdown, micro_picture
 from .parity import check_directory, markdown, psnr_db
 from .quantize.driver import quantize_summary
-from .pipeline import TextToImagePipeline
+from .pipeline import Generation, TextToImagePipeline
 from .summary import preset_summary
 from .torch_networks import torch_networks
 
@@ -85,13 +83,10 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     done("summary")
 
     stage("torch reference image")
-    networks, sources = torch_networks(preset, checkpoint_dir=settings.checkpoint_dir)
+    reference, sources = run_isolated(_torch_reference, preset, settings)
     report["weights"] = sources
-    reference = TextToImagePipeline(networks, preset.unet.prediction_type).generate(
-        settings.prompt, settings.steps, settings.seed, guidance_scale=preset.guidance_scale)
     save_png(reference.image, out / "torch.png")
     report["images"] = {"torch": {"file": "torch.png", "seconds": reference.seconds}}
-    del networks
     done("torch reference image")
 
     stage("export")
@@ -103,7 +98,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     done("export")
 
     stage("parity")
-    parity = check_directory(artifacts, progress=lambda message: progress(f"parity: {message}"))
+    parity = run_isolated(check_directory, artifacts, progress=lambda message: progress(f"parity: {message}"))
     write_text_atomic(artifacts / "parity.md", markdown(parity))
     report["parity"] = parity.as_dict()
     done("parity")
@@ -141,7 +136,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
                 quantized_markdown += f"\n## {recipe}\n\nFAILED: {exc}\n"
                 done(f"quantize {recipe}")
                 continue
-            result = check_directory(target)
+            result = run_isolated(check_directory, target)
             write_text_atomic(target / "parity.md", markdown(result))
             report["quantized"][recipe] = {
                 "passed": result.passed,
@@ -156,7 +151,8 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 
     stage("benchmark")
     quantized_dirs = {r: out / "quantized" / r for r in recipes if not report["quantized"][r].get("error")}
-    report["benchmark"] = run_benchmark(out, [out / "artifacts"] + list(quantized_dirs.values()), settings.bench_runs)
+    report["benchmark"] = run_isolated(run_benchmark, out, [out / "artifacts"] + list(quantized_dirs.values()),
+                                       settings.bench_runs)
     bench = _bench_items(out, report["benchmark"])
     for recipe in quantized_dirs:
         for artifact in report["quantized"][recipe]["artifacts"]:
@@ -164,7 +160,8 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
             artifact["summary"] = quantize_summary(artifact)
     done("benchmark")
 
-    # The shipping configuration per runtime, by the plan's rules, over what the job already made:
+    # The shipping configuration per runtime, by the plan's rules, over what the job already made
+    # (one recipe per format: 2^3 configurations, so max_evaluations=8 makes the search complete):
     # the fp32 export and the job's recipe of that format, timed by the benchmark above. Its image
     # gate draws the job's prompt through the exported pipelines (OUT/onnx.png, OUT/tflite.png).
     report["plans"] = {}
@@ -172,8 +169,10 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
         if runtime not in settings.formats:
             continue
         stage(f"{runtime} pipeline and plan")
-        report["plans"][runtime] = _plan(preset, out, runtime, settings, report, reference, sources, bench,
-                                         {r: d for r, d in quantized_dirs.items() if r.startswith(runtime)}, progress)
+        report["plans"][runtime], images = run_isolated(
+            _plan, preset, out, runtime, settings, reference, sources, bench,
+            {r: d for r, d in quantized_dirs.items() if r.startswith(runtime)}, progress=progress)
+        report["images"].update(images)
         done(f"{runtime} pipeline and plan")
 
     # The gate of the job is the float export; quantized recipes report their own verdicts.
@@ -186,13 +185,24 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 PLAN_RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
 
 
-def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", report: dict, reference, sources: dict,
-          bench: dict[str, list[dict]], quantized: dict[str, Path], progress: Progress) -> dict:
-    """md-export plan's choice for one runtime, and the exported fp32 pipeline's picture."""
+def _torch_reference(preset: Preset, settings: "MainJobSettings") -> tuple[Generation, dict[str, str]]:
+    """The fp32 torch pipeline's picture of the job's prompt (in a child: its networks are the
+    largest thing the job holds in torch) and where its weights came from."""
+    networks, sources = torch_networks(preset, checkpoint_dir=settings.checkpoint_dir)
+    generation = TextToImagePipeline(networks, preset.unet.prediction_type).generate(
+        settings.prompt, settings.steps, settings.seed, guidance_scale=preset.guidance_scale)
+    return generation, sources
+
+
+def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", reference: Generation, sources: dict,
+          bench: dict[str, list[dict]], quantized: dict[str, Path], progress: Progress) -> tuple[dict, dict]:
+    """md-export plan's choice for one runtime (its summary for the report) and the pictures of
+    the exported fp32 pipeline and of the choice (report rows by name)."""
     from .plan import FP32, PlanSettings, Reference, make_plan
 
     plan_runtime = PLAN_RUNTIMES[runtime]
     key = (settings.prompt, settings.steps, settings.seed, preset.guidance_scale)
+    images: dict[str, dict] = {}
 
     def on_generation(config, prompt, seed, generation) -> None:
         if prompt != settings.prompt or seed != settings.seed:
@@ -200,7 +210,7 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
         recipes = set(config.recipes().values())
         name = runtime if recipes == {FP32} else f"{runtime}-plan"
         save_png(generation.image, out / f"{name}.png")
-        report["images"][name] = {
+        images[name] = {
             "file": f"{name}.png", "seconds": generation.seconds, "components": config.recipes(),
             "image_psnr_db_vs_torch": round(psnr_db(reference.image.astype("float64"),
                                                     generation.image.astype("float64")), 2),
@@ -215,7 +225,7 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
                 gflops[item["component"]] = item.get("gflops")
                 peak = peak or item.get("machine_peak")
     plan_settings = PlanSettings(runtime=plan_runtime, steps=settings.steps, prompt_texts=(settings.prompt,),
-                                 seed=settings.seed, max_evaluations=3, pipeline_runs=1,
+                                 seed=settings.seed, max_evaluations=8, pipeline_runs=1,
                                  checkpoint_dir=settings.checkpoint_dir)
     torch_reference = Reference(preset, preset.resolution, settings.checkpoint_dir, sources=sources,
                                 images={key: reference.image})
@@ -223,9 +233,9 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
                      overwrite=True, progress=lambda message: progress(f"plan {plan_runtime}: {message}"),
                      quantized=quantized, component_ms=component_ms, reference=torch_reference,
                      peak=peak, gflops=gflops if all(gflops.values()) else None, on_generation=on_generation)
-    return {"plan": f"plans/{plan_runtime}/plan.json", "markdown": f"plans/{plan_runtime}/plan.md",
-            "choice": plan["choice"], "estimated_ms": plan["choice_estimated_ms"],
-            "measured_ms": plan["choice_measured_ms"], "end_to_end": plan["end_to_end"]}
+    return ({"plan": f"plans/{plan_runtime}/plan.json", "markdown": f"plans/{plan_runtime}/plan.md",
+             "choice": plan["choice"], "estimated_ms": plan["choice_estimated_ms"],
+             "measured_ms": plan["choice_measured_ms"], "end_to_end": plan["end_to_end"]}, images)
 
 
 def _bench_items(out: Path, benchmark: dict) -> dict[str, list[dict]]:
