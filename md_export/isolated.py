@@ -47,6 +47,27 @@ def _child(channel, fn: Callable, args: tuple, kwargs: dict, with_progress: bool
             channel.put(("error", MdExportError(f"{type(exc).__name__}: {exc}")))
 
 
+LOW_DISK_BYTES = 2 * 2**30
+
+
+def low_disk_note(paths: tuple[str, ...] | None = None) -> str:
+    """A converter that cannot write exits without a word (the LiteRT conversion of the UNet ended
+    with status 1 and no message on a disk with 400 KB left): say so when the disk is nearly full."""
+    import os
+    import shutil
+    import tempfile
+
+    notes = []
+    for path in paths or (os.getcwd(), tempfile.gettempdir()):
+        try:
+            free = shutil.disk_usage(path).free
+        except OSError:
+            continue
+        if free < LOW_DISK_BYTES and not any(path in note for note in notes):
+            notes.append(f"{path} has {free / 2**20:.1f} MB free")
+    return f"; the disk is nearly full ({', '.join(notes)})" if notes else ""
+
+
 def run_isolated(fn: Callable, *args, progress: Callable[[str], None] | None = None, **kwargs) -> Any:
     """`fn(*args, **kwargs)` in a spawned child; `progress` (if given) receives the messages of
     the child's `progress=` callback. `fn`, its arguments, result and exceptions must pickle."""
@@ -65,7 +86,7 @@ def run_isolated(fn: Callable, *args, progress: Callable[[str], None] | None = N
                     child.join()
                     raise IsolatedStageError(
                         f"{getattr(fn, '__name__', fn)} ended without a result (exit code {child.exitcode}; "
-                        "-9 is usually the out-of-memory killer)") from None
+                        f"-9 is usually the out-of-memory killer){low_disk_note()}") from None
                 continue
             if kind == "progress":
                 if progress is not None:

@@ -21,3 +21,18 @@ def test_a_child_that_dies_without_a_result_is_an_error():
     # what the out-of-memory killer looks like from the parent: no result, a non-zero exit code
     with pytest.raises(IsolatedStageError, match="exit code 3"):
         run_isolated(os._exit, 3)
+
+
+def test_a_silent_death_on_a_nearly_full_disk_says_so(monkeypatch):
+    # the LiteRT converter exited with status 1 and no message when the disk had 400 KB left
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 400 * 2**10, 400 * 2**10))
+    with pytest.raises(IsolatedStageError, match=r"exit code 1.*nearly full .* 0\.4 MB free"):
+        run_isolated(os._exit, 1)
+    monkeypatch.undo()
+    with pytest.raises(IsolatedStageError) as plenty:  # this machine's disk: no note
+        run_isolated(os._exit, 1)
+    assert "nearly full" not in str(plenty.value) or shutil.disk_usage(".").free < 2 * 2**30
