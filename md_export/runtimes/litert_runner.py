@@ -15,6 +15,12 @@ import numpy as np
 from .base import ArtifactLoadError, Runner, TensorSpec
 
 
+def usable_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class LiteRTRunner(Runner):
     runtime = "litert"
 
@@ -23,7 +29,9 @@ class LiteRTRunner(Runner):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            # None would leave the interpreter on one thread (measured on the 512 decoder: 5101 ms
+            # against 2656 ms with both cores); every other runner takes all the cores it may use
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or usable_cores())
             signatures = self.interpreter.get_signature_list()
         except Exception as exc:
             raise ArtifactLoadError(f"cannot load LiteRT model {Path(path).name}: {str(exc).splitlines()[0]}") from None
