@@ -32,8 +32,9 @@ from .images import save_png
 from .isolated import run_isolated
 from .micro_demo import micro_markdown, micro_picture
 from .parity import check_directory, markdown, psnr_db
-from .quantize.driver import quantize_summary
 from .pipeline import Generation, TextToImagePipeline
+from .plan import RUNTIME_FORMATS
+from .quantize.driver import quantize_summary
 from .summary import preset_summary
 from .torch_networks import torch_networks
 
@@ -153,7 +154,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     quantized_dirs = {r: out / "quantized" / r for r in recipes if not report["quantized"][r].get("error")}
     report["benchmark"] = run_isolated(run_benchmark, out, [out / "artifacts"] + list(quantized_dirs.values()),
                                        settings.bench_runs)
-    bench = _bench_items(out, report["benchmark"])
+    bench = _bench_documents(out, report["benchmark"])
     for recipe in quantized_dirs:
         for artifact in report["quantized"][recipe]["artifacts"]:
             artifact["speed_vs_source"] = _speed_from_benchmark(bench, recipe, artifact["file"])
@@ -182,7 +183,7 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     return report
 
 
-PLAN_RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+PLAN_RUNTIMES = {fmt: runtime for runtime, fmt in RUNTIME_FORMATS.items()}  # "onnx" -> "onnxruntime"
 
 
 def _torch_reference(preset: Preset, settings: "MainJobSettings") -> tuple[Generation, dict[str, str]]:
@@ -195,7 +196,7 @@ def _torch_reference(preset: Preset, settings: "MainJobSettings") -> tuple[Gener
 
 
 def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", reference: Generation, sources: dict,
-          bench: dict[str, list[dict]], quantized: dict[str, Path], progress: Progress) -> tuple[dict, dict]:
+          bench: dict[str, dict], quantized: dict[str, Path], progress: Progress) -> tuple[dict, dict]:
     """md-export plan's choice for one runtime (its summary for the report) and the pictures of
     the exported fp32 pipeline and of the choice (report rows by name)."""
     from .plan import FP32, PlanSettings, Reference, make_plan
@@ -217,13 +218,13 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
             "latent_psnr_db_vs_torch": round(psnr_db(reference.latent, generation.latent), 2)}
 
     component_ms, gflops, peak = {}, {}, None
-    for name, items in bench.items():
+    for name, document in bench.items():
         recipe = FP32 if name == "artifacts" else name
-        for item in items:
+        for item in document["items"]:
             if item.get("runtime") == plan_runtime and item.get("level") == "component" and item.get("latency_ms"):
                 component_ms[(item["component"], recipe)] = item["latency_ms"]["p50"]
                 gflops[item["component"]] = item.get("gflops")
-                peak = peak or item.get("machine_peak")
+                peak = peak or document.get("machine_peak")
     plan_settings = PlanSettings(runtime=plan_runtime, steps=settings.steps, prompt_texts=(settings.prompt,),
                                  seed=settings.seed, max_evaluations=8, pipeline_runs=1,
                                  checkpoint_dir=settings.checkpoint_dir)
@@ -238,32 +239,33 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
              "measured_ms": plan["choice_measured_ms"], "end_to_end": plan["end_to_end"]}, images)
 
 
-def _bench_items(out: Path, benchmark: dict) -> dict[str, list[dict]]:
-    """directory name -> its benchmark items (each with the run's machine peak attached)."""
+def _bench_documents(out: Path, benchmark: dict) -> dict[str, dict]:
+    """directory name -> its benchmark JSON (items and the run's machine peak)."""
     import json
 
-    items = {}
-    for name, files in benchmark.items():
-        document = json.loads((out / files["json"]).read_text())
-        items[name] = [dict(item, machine_peak=document.get("machine_peak")) for item in document["items"]]
-    return items
+    return {name: json.loads((out / files["json"]).read_text()) for name, files in benchmark.items()}
 
 
-def _speed_from_benchmark(bench: dict[str, list[dict]], recipe: str, file: str) -> dict:
+def _speed_from_benchmark(bench: dict[str, dict], recipe: str, file: str) -> dict:
     """The quantized artifact's median against its fp32 source's, from the benchmark stage (one
-    run each, one after the other; `md-export quantize` alternates them call by call)."""
-    mine = [i for i in bench.get(recipe, []) if i.get("file") == file and i.get("latency_ms")]
+    run each, one after the other; `md-export quantize` alternates them call by call), in the
+    quantize speed check's own record."""
+    from .quantize.speed import SpeedCheck
+
+    def timed(name: str) -> list[dict]:
+        return [i for i in bench.get(name, {}).get("items", []) if i.get("latency_ms")]
+
+    mine = [i for i in timed(recipe) if i.get("file") == file]
     if not mine:
         return {"skipped": "not benchmarked (Core ML runs on macOS only)"}
     item = mine[0]
-    sources = [i for i in bench.get("artifacts", []) if i.get("component") == item["component"]
-               and i.get("runtime") == item["runtime"] and i.get("resolution") == item.get("resolution")
-               and i.get("latency_ms")]
+    sources = [i for i in timed("artifacts") if i.get("component") == item["component"]
+               and i.get("runtime") == item["runtime"] and i.get("resolution") == item.get("resolution")]
     if not sources:
         return {"skipped": "no fp32 timing of its source"}
-    p50, source_p50 = item["latency_ms"]["p50"], sources[0]["latency_ms"]["p50"]
-    return {"p50_ms": round(p50, 3), "source_p50_ms": round(source_p50, 3), "speedup": round(source_p50 / p50, 3),
-            "slower": p50 > source_p50, "source": sources[0]["file"], "method": "md-export run's benchmark stage"}
+    check = SpeedCheck(sources[0]["file"], round(sources[0]["latency_ms"]["p50"], 3), round(item["latency_ms"]["p50"], 3),
+                       item["runs"], item["threads"])
+    return check.as_dict() | {"method": "md-export run's benchmark stage"}
 
 
 def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
@@ -337,7 +339,7 @@ def render(report: dict, parity_markdown: str) -> str:
         if plan.get("end_to_end"):
             from .plan import end_to_end_markdown
 
-            lines += [""] + end_to_end_markdown(plan["end_to_end"])[2:]
+            lines += [""] + end_to_end_markdown(plan["end_to_end"], heading=False)
     for name, files in report.get("benchmark", {}).items():
         lines += ["", f"## Benchmark: {name}", "", f"![latency]({files['chart']})", ""]
         bench_md = Path(report["out"]) / files["markdown"]

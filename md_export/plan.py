@@ -365,7 +365,7 @@ def time_pipelines(pipelines: dict[str, TextToImagePipeline], prompt: str, steps
 
 
 def end_to_end(choice: Configuration, baseline: Configuration, pipelines: dict[Configuration, TextToImagePipeline],
-               preset: Preset, settings: PlanSettings, steps: int, guidance: float, estimates: dict,
+               settings: PlanSettings, steps: int, guidance: float, estimates: dict,
                limit: Callable[[Configuration, float], dict] | None, progress: Progress) -> dict:
     """Step 4: the choice and fp32 timed as whole pipelines; measured / estimate, and the limit."""
     prompt, seed = settings.gate_prompts()[0]
@@ -392,7 +392,6 @@ def limit_of(gflops: dict[str, float], peak: dict, steps: int, guidance: bool
     from md_export.benchmarks.limit import limit_basis, limit_fields
 
     def fields(config: Configuration, measured_ms: float) -> dict:
-        text, unet, decoder = config.parts
         calls = {"text_encoder": 1, "unet": steps * (2 if guidance else 1), "vae_decoder": 1}
         precisions = {c.component: (c.entry or {}).get("precision", c.recipe) for c in config.parts}
         work = {c: (gflops.get(c), n) for c, n in calls.items()}
@@ -472,8 +471,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     measured = None
     if choice is not None and settings.pipeline_runs > 0:
         limit = limit_of(gflops, peak, steps, guidance != 1.0) if peak and gflops else None
-        measured = end_to_end(choice, baseline, pipelines, preset, settings, steps, guidance, estimates, limit,
-                              progress)
+        measured = end_to_end(choice, baseline, pipelines, settings, steps, guidance, estimates, limit, progress)
     pipelines.clear()
     plan = {
         "preset": preset.name, "runtime": settings.runtime, "format": RUNTIME_FORMATS[settings.runtime],
@@ -504,14 +502,14 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     return plan
 
 
-def end_to_end_markdown(measured: dict | None) -> list[str]:
+def end_to_end_markdown(measured: dict | None, heading: bool = True) -> list[str]:
     if not measured:
         return []
-    lines = ["## The choice end to end (whole pipelines, measured)", "",
-             f"\"{measured['prompt']}\", seed {measured['seed']}, {measured['steps']} steps, guidance "
-             f"{measured['guidance_scale']}; {measured['method']}, {measured['runs']} runs each.", "",
-             "| configuration | text ms | UNet ms | decoder ms | total ms | estimate ms | measured / estimate "
-             "| limit ms | total / limit |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["## The choice end to end (whole pipelines, measured)", ""] if heading else []
+    lines += [f"\"{measured['prompt']}\", seed {measured['seed']}, {measured['steps']} steps, guidance "
+              f"{measured['guidance_scale']}; {measured['method']}, {measured['runs']} runs each.", "",
+              "| configuration | text ms | UNet ms | decoder ms | total ms | estimate ms | measured / estimate "
+              "| limit ms | total / limit |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in ("choice", "fp32"):
         row = measured.get(name)
         if row is None:
