@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 MICRO = "mobilediffusion-micro"
 
@@ -21,7 +22,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     settings = TrainSettings(data=args.data, steps=args.steps, vae_steps=args.vae_steps, batch_size=args.batch_size,
                              shapes_count=args.shapes_count, seed=args.seed, threads=args.threads,
-                             save_every=args.save_every)
+                             save_every=args.save_every, learning_rate=args.learning_rate,
+                             init_from=None if args.init_from is None else str(Path(args.init_from).resolve()))
     console = Console(stderr=True)
     with Progress(TextColumn("[progress.description]{task.description:<10}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TextColumn("loss {task.fields[loss]:.4f}"),
@@ -120,6 +122,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=defaults.steps, help="text encoder + UNet steps")
     train.add_argument("--vae-steps", type=int, default=defaults.vae_steps, help="autoencoder steps (run first)")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help="text encoder + UNet peak learning rate (cosine decay to 10%%)")
+    train.add_argument("--init-from", default=None, metavar="DIR",
+                       help="continue a checkpoint directory (e.g. models/weights/mobilediffusion-micro) with a "
+                            "fresh optimiser and schedule; with --vae-steps 0 its autoencoder is kept")
     train.add_argument("--shapes-count", type=int, default=defaults.shapes_count, help="rendered training scenes")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--threads", type=int, default=defaults.threads,

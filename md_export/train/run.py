@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from md_export.models import Preset, build_component, save_component
+from md_export.models import CheckpointError, Preset, build_component, load_component, save_component
 
 from ..errors import BadArgumentError
 from ..export.manifest import write_text_atomic
@@ -56,6 +56,16 @@ def _check_resumable(state: dict, preset: Preset, settings: TrainSettings) -> No
             f"({state['preset']}, {state['settings']}); use a new --out or the same flags to resume")
 
 
+def _load_initial_weights(source: Path, modules: dict[str, torch.nn.Module]) -> None:
+    for name, module in modules.items():
+        path = source / f"{name}.safetensors"
+        if not path.is_file():
+            raise CheckpointError(str(path), reason=f"--init-from {source} holds no {name}.safetensors")
+        load_component(module, path)
+        # shipped weights may be fp16: the optimiser works in fp32
+        module.float()
+
+
 def _write_log(out: Path, log: list[dict]) -> None:
     write_text_atomic(out / "loss.jsonl", "".join(json.dumps(line) + "\n" for line in log))
 
@@ -81,6 +91,9 @@ def _train(preset: Preset, out: Path, settings: TrainSettings, progress: Progres
     decoder = build_component(preset, "vae_decoder", settings.seed).train()
     text_encoder = build_component(preset, "text_encoder", settings.seed).train()
     unet = build_component(preset, "unet", settings.seed).train()
+    if settings.init_from is not None:
+        _load_initial_weights(Path(settings.init_from), {"vae_encoder": encoder, "vae_decoder": decoder,
+                                                        "text_encoder": text_encoder, "unet": unet})
     vae_opt = torch.optim.AdamW(list(encoder.parameters()) + list(decoder.parameters()),
                                 lr=settings.vae_learning_rate, weight_decay=0.0)
     diff_opt = torch.optim.AdamW(list(text_encoder.parameters()) + list(unet.parameters()),

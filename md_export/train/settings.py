@@ -30,6 +30,10 @@ class TrainSettings:
     split_seed: int = 0  # which captions / scans are held out (never trained on)
     save_every: int = 100  # resumable state every this many steps
     threads: int = 2
+    # A checkpoint directory (four .safetensors) to start from instead of random weights: training
+    # continues a shipped model with a fresh optimiser and schedule (a warm restart). With
+    # vae_steps=0 its autoencoder is kept as it is, so the UNet keeps the latent space it knows.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.data not in DATA_CHOICES:

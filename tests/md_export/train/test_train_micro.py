@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from md_export.models import get_preset
+from md_export.models import CheckpointError, get_preset
 from md_export.errors import BadArgumentError
 from md_export.train import TrainSettings, train_micro
 
@@ -61,3 +61,21 @@ def test_resuming_with_other_settings_and_bad_settings_are_clear_errors(tmp_path
     assert summary["diffusion_steps_done"] == 1
     with pytest.raises(BadArgumentError, match="--data"):
         TrainSettings(data="cats")
+
+
+def test_init_from_starts_at_a_checkpoint_and_a_missing_component_is_named(tmp_path):
+    _run(tmp_path / "a", _settings(steps=4, vae_steps=4))
+    # no steps at all: the written weights are the starting checkpoint's, bit for bit
+    _run(tmp_path / "b", _settings(steps=0, vae_steps=0, init_from=str(tmp_path / "a")))
+    for name in ("unet", "text_encoder", "vae_decoder", "vae_encoder"):
+        a, b = load_file(str(tmp_path / "a" / f"{name}.safetensors")), load_file(str(tmp_path / "b" / f"{name}.safetensors"))
+        assert all(a[k].equal(b[k]) for k in a), name
+    # continuing trains the UNet and keeps the autoencoder (vae_steps=0)
+    _run(tmp_path / "c", _settings(steps=3, vae_steps=0, init_from=str(tmp_path / "a")))
+    a, c = load_file(str(tmp_path / "a" / "unet.safetensors")), load_file(str(tmp_path / "c" / "unet.safetensors"))
+    assert not all(a[k].equal(c[k]) for k in a)
+    a, c = (load_file(str(tmp_path / d / "vae_decoder.safetensors")) for d in ("a", "c"))
+    assert all(a[k].equal(c[k]) for k in a)
+    (tmp_path / "a" / "unet.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="unet.safetensors"):
+        _run(tmp_path / "d", _settings(steps=1, vae_steps=0, init_from=str(tmp_path / "a")))
