@@ -11,7 +11,10 @@ Steps (each reported to `progress`):
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
+import gc
 import shutil
 import tempfile
 import time
@@ -80,7 +83,12 @@ def write_reference(target: ExportTarget, directory: Path) -> tuple[Path, dict[s
 
 def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisions: Iterable[str], out_dir: str | Path,
                    source: dict | None = None, dynamic_batch: bool = False,
-                   progress: Progress | None = None) -> list[dict]:
+                   progress: Progress | None = None, release_modules: bool = False) -> list[dict]:
+    """`release_modules`: the modules are this export's own (export_preset built them), so each
+    network's weights are freed once its last format is converted, and a LiteRT conversion that
+    is the last frees them before the converter writes its flatbuffer. On the 512 `mobilediffusion`
+    UNet that write held the torch weights, the converted MLIR module and the flatbuffer at once:
+    7.7 GB in a process converting only the UNet, 6.2 GB with the weights freed first."""
     formats, precisions = list(formats), list(precisions)
     for fmt in formats:
         if fmt not in FORMATS:
@@ -108,8 +116,11 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
         entries = []
         for fmt in formats:
             for component, group in by_component.items():
+                last = release_modules and fmt == formats[-1]
                 entries += _convert_group(fmt, precisions, component, group, staging, references,
-                                          dynamic_batch, progress)
+                                          dynamic_batch, progress, release=last)
+                if last:
+                    release_weights(target.module for target in group)
 
         progress("writing manifest")
         for file in sorted({e["file"] for e in entries}):
@@ -139,8 +150,19 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def release_weights(modules: Iterable[nn.Module]) -> None:
+    """Free the parameters and buffers of modules nobody will run again, and hand the memory back
+    to the OS (glibc keeps freed arenas otherwise)."""
+    for module in modules:
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            tensor.data = torch.empty(0, dtype=tensor.dtype)
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _convert_group(fmt: str, precisions: list[str], component: str, group: list[ExportTarget], staging: Path,
-                   references: dict, dynamic_batch: bool, progress: Progress) -> list[dict]:
+                   references: dict, dynamic_batch: bool, progress: Progress, release: bool = False) -> list[dict]:
     """All precisions of one network in one format. fp16 derives from the fp32 artifact (ONNX,
     LiteRT) or from the same torch.export program (Core ML), so nothing is traced twice."""
     multi = MULTI_RESOLUTION[fmt] if len(group) > 1 else None
@@ -169,7 +191,8 @@ def _convert_group(fmt: str, precisions: list[str], component: str, group: list[
         fp32_file = name(component, "fp32")
         progress(f"tflite fp32 {component}" + (f" ({len(group)} signatures)" if multi else ""))
         start = time.perf_counter()
-        signatures = tflite_backend.convert(group, staging / fp32_file)
+        before_write = (lambda: release_weights(target.module for target in group)) if release else None
+        signatures = tflite_backend.convert(group, staging / fp32_file, before_write)
         fp32_seconds = time.perf_counter() - start
         for precision in precisions:
             file, seconds = fp32_file, fp32_seconds

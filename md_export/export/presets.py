@@ -60,4 +60,6 @@ def export_preset(preset: Preset, components: Iterable[str], formats: Iterable[s
         "weight_seed": seed, "weights": weights,
         "unet_config": {k: v for k, v in dataclasses.asdict(preset.unet).items()},
     }
-    return export_targets(targets, formats, precisions, out_dir, source, dynamic_batch, progress)
+    # the networks were built here for this export: their weights go as soon as they are converted
+    return export_targets(targets, formats, precisions, out_dir, source, dynamic_batch, progress,
+                          release_modules=True)

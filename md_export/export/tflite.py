@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import types
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -120,8 +120,11 @@ def split_large_convs(modules: Iterable[nn.Module], limit: int = AEQ_CHUNKED_BYT
             del conv.forward  # back to the class's forward
 
 
-def convert(targets: list[ExportTarget], path: Path) -> dict[str, str]:
-    """Convert one network at one or more shapes into one fp32 file. Returns target tag -> signature."""
+def convert(targets: list[ExportTarget], path: Path, before_write: Callable[[], None] | None = None
+            ) -> dict[str, str]:
+    """Convert one network at one or more shapes into one fp32 file. Returns target tag -> signature.
+    `before_write` runs once the network is converted and before the flatbuffer is written: the
+    torch module is no longer needed then (the caller may free its weights)."""
     import litert_torch
 
     try:
@@ -133,7 +136,10 @@ def convert(targets: list[ExportTarget], path: Path) -> dict[str, str]:
                     converter = add(target.tag, target.module, sample_kwargs=dict(target.sample_inputs))
                 else:
                     converter = add(target.tag, target.module, sample_args=target.args())
-            converter.convert().export(str(path))
+            converted = converter.convert()
+            if before_write is not None:
+                before_write()
+            converted.export(str(path))
     except Exception as exc:
         raise ExportError(f"tflite export of {targets[0].component} failed: {str(exc).splitlines()[0]}") from exc
     return {target.tag: target.tag for target in targets}

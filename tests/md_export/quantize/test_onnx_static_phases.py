@@ -63,3 +63,22 @@ def test_phases_in_child_processes_quantize_as_onnxruntime_does_in_one(decoder, 
         assert got.keys() == expected.keys()
         for name, value in expected.items():  # bit for bit: the same ranges, scales and weights
             np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_preprocess_writes_what_quant_pre_process_writes(decoder, tmp_path):
+    """Ours reads and writes files (its peak on the 1.5 GB UNet is not two copies of the model);
+    the graph must be onnxruntime's preprocessing, node for node and weight for weight."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, _ = decoder
+    theirs = tmp_path / "theirs.onnx"
+    quant_pre_process(str(fp32), str(theirs), skip_symbolic_shape=True)
+    (tmp_path / "ours").mkdir()
+    ours = onnx_recipes.preprocess(fp32, tmp_path / "ours")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["preprocessed.onnx"]  # no leftovers
+    a, b = onnx.load(str(theirs)), onnx.load(str(ours))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
+        [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
+    assert len(a.graph.node) > 10 and len(a.graph.value_info) > 10  # optimised and shape-inferred
+    assert a.graph.SerializeToString() == b.graph.SerializeToString()
+    assert {p.key: p.value for p in a.metadata_props} == {p.key: p.value for p in b.metadata_props}
