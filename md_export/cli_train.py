@@ -23,6 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(data=args.data, steps=args.steps, vae_steps=args.vae_steps, batch_size=args.batch_size,
                              shapes_count=args.shapes_count, seed=args.seed, threads=args.threads,
                              save_every=args.save_every, learning_rate=args.learning_rate,
+                             input_perturbation=args.input_perturbation,
                              init_from=None if args.init_from is None else str(Path(args.init_from).resolve()))
     console = Console(stderr=True)
     with Progress(TextColumn("[progress.description]{task.description:<10}"), BarColumn(),
@@ -124,6 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help="text encoder + UNet peak learning rate (cosine decay to 10%%)")
+    train.add_argument("--input-perturbation", type=float, default=defaults.input_perturbation,
+                       help="extra noise on the UNet's input only (0.1 in Ning et al. 2023; default 0: off)")
     train.add_argument("--init-from", default=None, metavar="DIR",
                        help="continue a checkpoint directory (e.g. models/weights/mobilediffusion-micro) with a "
                             "fresh optimiser and schedule; with --vae-steps 0 its autoencoder is kept")

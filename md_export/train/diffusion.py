@@ -28,14 +28,18 @@ def diffusion_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor
 
 
 def diffusion_loss(text_encoder: CLIPTextEncoder, unet: MobileUNet, latents: torch.Tensor, token_ids: torch.Tensor,
-                   empty_ids: torch.Tensor, cfg_dropout: float, generator: torch.Generator) -> torch.Tensor:
+                   empty_ids: torch.Tensor, cfg_dropout: float, generator: torch.Generator,
+                   input_perturbation: float = 0.0) -> torch.Tensor:
     batch = latents.shape[0]
     drop = torch.rand(batch, generator=generator) < cfg_dropout
     ids = torch.where(drop[:, None], empty_ids[None, :].expand_as(token_ids), token_ids)
     timesteps = torch.randint(0, TRAIN_TIMESTEPS, (batch,), generator=generator)
     noise = torch.randn(latents.shape, generator=generator)
     alpha = _ALPHAS[timesteps].view(batch, 1, 1, 1)
-    noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * noise
+    seen = noise
+    if input_perturbation:
+        seen = noise + input_perturbation * torch.randn(latents.shape, generator=generator)
+    noisy = alpha.sqrt() * latents + (1.0 - alpha).sqrt() * seen
     prediction = unet(noisy, timesteps.float(), text_encoder(ids))
     return F.mse_loss(prediction, diffusion_target(unet.config.prediction_type, latents, noise, alpha))
 

@@ -46,7 +46,9 @@ EXECUTION_SETTINGS = ("threads", "save_every")
 
 
 def _trained(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in EXECUTION_SETTINGS}
+    # a state written before a setting existed trained with that setting's default
+    with_defaults = {**TrainSettings().as_dict(), **settings}
+    return {k: v for k, v in with_defaults.items() if k not in EXECUTION_SETTINGS}
 
 
 def _check_resumable(state: dict, preset: Preset, settings: TrainSettings) -> None:
@@ -156,7 +158,7 @@ def _train(preset: Preset, out: Path, settings: TrainSettings, progress: Progres
                                                   settings.warmup_steps))
         rows = batch_indices(data, settings, settings.batch_size, generator)
         loss = diffusion_loss(text_encoder, unet, latents[rows], token_ids[rows], empty_ids, settings.cfg_dropout,
-                              generator)
+                              generator, settings.input_perturbation)
         diff_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(text_encoder.parameters()) + list(unet.parameters()), 1.0)

@@ -34,6 +34,10 @@ class TrainSettings:
     # continues a shipped model with a fresh optimiser and schedule (a warm restart). With
     # vae_steps=0 its autoencoder is kept as it is, so the UNet keeps the latent space it knows.
     init_from: str | None = None
+    # Input perturbation (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in Diffusion
+    # Models"): the UNet's input is noised with noise + gamma * extra while its target keeps the
+    # plain noise, so training sees inputs as imperfect as the sampler's own. 0 = plain training.
+    input_perturbation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.data not in DATA_CHOICES:
@@ -43,6 +47,8 @@ class TrainSettings:
                 raise BadArgumentError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_size < 1 or self.vae_batch_size < 1:
             raise BadArgumentError("batch sizes must be >= 1")
+        if not 0.0 <= self.input_perturbation < 1.0:
+            raise BadArgumentError(f"input_perturbation must be in [0, 1), got {self.input_perturbation}")
         if not 0.0 <= self.cfg_dropout < 1.0 or not 0.0 <= self.digits_fraction <= 1.0:
             raise BadArgumentError("cfg_dropout must be in [0, 1) and digits_fraction in [0, 1]")
 

@@ -79,3 +79,32 @@ def test_init_from_starts_at_a_checkpoint_and_a_missing_component_is_named(tmp_p
     (tmp_path / "a" / "unet.safetensors").unlink()
     with pytest.raises(CheckpointError, match="unet.safetensors"):
         _run(tmp_path / "d", _settings(steps=1, vae_steps=0, init_from=str(tmp_path / "a")))
+
+
+def test_input_perturbation_changes_the_input_only_and_old_states_resume(tmp_path):
+    import torch
+
+    from md_export.train.diffusion import diffusion_loss
+
+    preset = get_preset(TINY)
+    from md_export.models import build_component
+
+    text, unet = build_component(preset, "text_encoder", 0), build_component(preset, "unet", 0)
+    latents = torch.randn(2, preset.unet.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    ids = torch.zeros(2, preset.text_encoder.max_position_embeddings, dtype=torch.long)
+    plain, plain_again, perturbed = (
+        diffusion_loss(text, unet, latents, ids, ids[0], 0.0, torch.Generator().manual_seed(1), gamma).item()
+        for gamma in (0.0, 0.0, 0.1))
+    assert plain == plain_again and perturbed != plain
+    # a resumable state written before the setting existed resumes as gamma = 0
+    settings = _settings(steps=1, vae_steps=1, save_every=1)
+    _run(tmp_path, settings)
+    from md_export.train.state import load_state, save_state
+
+    state = load_state(tmp_path)
+    del state["settings"]["input_perturbation"]
+    save_state(tmp_path, state)
+    summary, _ = _run(tmp_path, settings)
+    assert summary["diffusion_steps_done"] == 1
+    with pytest.raises(BadArgumentError, match="input_perturbation"):
+        TrainSettings(input_perturbation=1.5)
