@@ -84,11 +84,12 @@ def write_reference(target: ExportTarget, directory: Path) -> tuple[Path, dict[s
 def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisions: Iterable[str], out_dir: str | Path,
                    source: dict | None = None, dynamic_batch: bool = False,
                    progress: Progress | None = None, release_modules: bool = False) -> list[dict]:
-    """`release_modules`: the modules are this export's own (export_preset built them), so each
-    network's weights are freed once its last format is converted, and a LiteRT conversion that
-    is the last frees them before the converter writes its flatbuffer. On the 512 `mobilediffusion`
-    UNet that write held the torch weights, the converted MLIR module and the flatbuffer at once:
-    7.7 GB in a process converting only the UNet, 6.2 GB with the weights freed first."""
+    """`release_modules`: the modules are this export's own (export_preset built them), so the
+    networks are converted one at a time (every format of one before the next), each network's
+    weights are freed once its last format is converted, and a LiteRT conversion that is the last
+    frees them before the converter writes its flatbuffer. On the 512 `mobilediffusion` UNet that
+    write held the torch weights, the converted MLIR module and the flatbuffer at once: 7.7 GB in
+    a process converting only the UNet, 6.2 GB with the weights freed first."""
     formats, precisions = list(formats), list(precisions)
     for fmt in formats:
         if fmt not in FORMATS:
@@ -114,13 +115,20 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
             by_component.setdefault(target.component, []).append(target)
 
         entries = []
-        for fmt in formats:
-            for component, group in by_component.items():
-                last = release_modules and fmt == formats[-1]
-                entries += _convert_group(fmt, precisions, component, group, staging, references,
-                                          dynamic_batch, progress, release=last)
-                if last:
-                    release_weights(target.module for target in group)
+        trim_memory()  # the reference forward passes' activations
+        # Networks the export owns go one at a time, every format of one before the next, so the
+        # text encoder's weights are gone before the UNet's exporters run.
+        order = ([(fmt, c) for c in by_component for fmt in formats] if release_modules
+                 else [(fmt, c) for fmt in formats for c in by_component])
+        for fmt, component in order:
+            group = by_component[component]
+            last = release_modules and fmt == formats[-1]
+            entries += _convert_group(fmt, precisions, component, group, staging, references,
+                                      dynamic_batch, progress, release=last)
+            if last:
+                release_weights(target.module for target in group)
+            else:
+                trim_memory()
 
         progress("writing manifest")
         for file in sorted({e["file"] for e in entries}):
@@ -156,6 +164,12 @@ def release_weights(modules: Iterable[nn.Module]) -> None:
     for module in modules:
         for tensor in list(module.parameters()) + list(module.buffers()):
             tensor.data = torch.empty(0, dtype=tensor.dtype)
+    trim_memory()
+
+
+def trim_memory() -> None:
+    """Collect, then hand glibc's free heap back to the OS: after a converter or a forward pass
+    at 512 the process otherwise keeps gigabytes it no longer uses (no-op off glibc)."""
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -154,15 +154,24 @@ def preprocess(fp32_path: Path, work: Path) -> Path:
     options = onnxruntime.SessionOptions()
     options.optimized_model_filepath = str(optimized)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sidecar = optimized.with_name(optimized.name + ".data")
+    if Path(fp32_path).with_name(Path(fp32_path).name + ".data").exists():
+        # A model with its tensors in a sidecar (the dynamo-exported UNet): onnxruntime would write
+        # references to that sidecar's name, which is not beside the optimized file.
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", sidecar.name)
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     with quiet():
         session = onnxruntime.InferenceSession(str(fp32_path), options, providers=["CPUExecutionProvider"])
         del session
         onnx.shape_inference.infer_shapes_path(str(optimized), str(inferred))
     optimized.unlink()
-    model = onnx.load(str(inferred))
+    model = onnx.load(str(inferred))  # with the sidecar's tensors, if any
     inferred.unlink()
+    sidecar.unlink(missing_ok=True)
     add_pre_process_metadata(model)
-    onnx.save(model, str(out))
+    large = sum(len(t.raw_data) for t in model.graph.initializer) > 0.9 * 2 * 1024**3  # protobuf's limit
+    onnx.save_model(model, str(out), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=out.name + ".data" if large else None)
     return out
 
 

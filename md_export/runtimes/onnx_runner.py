@@ -32,6 +32,13 @@ class OnnxRunner(Runner):
             # the cache key answers, off stderr when a cache is written
             options.log_severity_level = 3
             options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+            # With the memory pattern on, onnxruntime plans one block per pattern from the first
+            # call and allocates it on the second, whose fresh pages the call then faults in: the
+            # 512 fp32 decoder after UNet calls in one process took 3398, 2450, 1443, 1451 ms for
+            # its first four calls, against 2219, 1414, 1425, 1426 ms with it off; warm calls are
+            # the same either way (decoder 1412 / 1419 ms, int8 UNet 337 / 343 ms, medians).
+            # A pipeline runs its decoder once per picture, so its second picture paid the block.
+            options.enable_mem_pattern = False
             return options
 
         try:
