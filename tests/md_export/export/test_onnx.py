@@ -35,8 +35,10 @@ def test_dynamic_batch_axis_runs_other_batch_sizes(tmp_path):
 
 
 def test_models_past_the_protobuf_limit_use_one_external_data_file(tmp_path, monkeypatch):
-    # a 2 GB model has no place in a unit test: lower the limit instead, same code path
+    # a 2 GB model has no place in a unit test: lower the limits instead, same code paths (fp32:
+    # the dynamo exporter every network over DYNAMO_FROM_BYTES takes; fp16: the converter's save)
     monkeypatch.setattr(onnx_backend, "TWO_GB", 1000)
+    monkeypatch.setattr(onnx_backend, "DYNAMO_FROM_BYTES", 1000)
     export_model(Small(), {"latent": torch.randn(1, 4, 8, 8)}, formats=["onnx"], out_dir=tmp_path,
                  precisions=["fp32", "fp16"])
     names = sorted(p.name for p in tmp_path.iterdir())
