@@ -77,12 +77,11 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
     return path
 
 
-def scope_node_names(model) -> int:
+def scope_node_names(model) -> None:
     """Name the dynamo exporter's nodes as the TorchScript exporter does, after the module that made
     them ("node_conv2d_13" -> "/down_blocks.2.resnets.0.conv1.pointwise/node_conv2d_13"), from the
     `namespace` it records on each node, so that per-block sensitivity and the per-module kernel
-    reports read both graphs alike (`kernels.module_name`). Returns how many nodes were named."""
-    named = 0
+    reports read both graphs alike (`kernels.module_name`)."""
     for node in model.graph.node:
         namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
         # ": pkg.MobileUNet/down_blocks.2: pkg.UNetLevel/.../conv2d_13: aten.conv2d.default"
@@ -90,8 +89,6 @@ def scope_node_names(model) -> int:
         path = next((m for m in reversed(modules) if m), "")
         if path and not node.name.startswith("/"):
             node.name = f"/{path}/{node.name}"
-            named += 1
-    return named
 
 
 def to_fp16(fp32_path: Path, path: Path, node_block_list: list[str] | None = None,
@@ -114,7 +111,7 @@ def to_fp16(fp32_path: Path, path: Path, node_block_list: list[str] | None = Non
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True, node_block_list=blocked or None)
     if blocked:
         _drop_fp16_round_trips(model, set(blocked))
-    _save(_topologically_sorted(model), path)
+    save_model(_topologically_sorted(model), path)
     onnx.checker.check_model(str(path))
     if scan_feeds:
         fp16_overflow.check_finite(path, scan_feeds)
@@ -161,7 +158,8 @@ def _weight_bytes(target: ExportTarget) -> int:
     return sum(p.numel() * p.element_size() for p in target.module.parameters())
 
 
-def _save(model, path: Path) -> None:
+def save_model(model, path: Path) -> None:
+    """Inline, or with every tensor in one `<file>.data` when the weights pass protobuf's 2 GB."""
     import onnx
 
     # protobuf cannot serialise a message over 2 GB: count the initializers' bytes instead

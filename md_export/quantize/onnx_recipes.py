@@ -144,11 +144,14 @@ def preprocess(fp32_path: Path, work: Path) -> Path:
 
     quant_pre_process loads the model into Python first and holds that copy while onnxruntime
     optimises it from the file, a second one: on the 1.5 GB `mobilediffusion` UNet at 512, 7.0 GB
-    peak in a process of its own against 5.8 GB here, with a byte-identical output. Here onnxruntime and ONNX's shape inference read the files themselves and Python
-    loads the model once, at the end, to stamp the preprocessing mark quantize_static looks for."""
+    peak in a process of its own against 5.8 GB here, with a byte-identical output. Here
+    onnxruntime and ONNX's shape inference read the files themselves and Python loads the model
+    once, at the end, to stamp the preprocessing mark quantize_static looks for."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization.quant_utils import add_pre_process_metadata
+
+    from ..export.onnx import save_model
 
     optimized, inferred, out = work / "optimized.onnx", work / "shape_inferred.onnx", work / "preprocessed.onnx"
     options = onnxruntime.SessionOptions()
@@ -169,9 +172,7 @@ def preprocess(fp32_path: Path, work: Path) -> Path:
     inferred.unlink()
     sidecar.unlink(missing_ok=True)
     add_pre_process_metadata(model)
-    large = sum(len(t.raw_data) for t in model.graph.initializer) > 0.9 * 2 * 1024**3  # protobuf's limit
-    onnx.save_model(model, str(out), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=out.name + ".data" if large else None)
+    save_model(model, out)
     return out
 
 

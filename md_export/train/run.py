@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from md_export.models import CheckpointError, Preset, build_component, load_component, save_component
+from md_export.models import Preset, build_component, load_component, save_component
 
 from ..errors import BadArgumentError
 from ..export.manifest import write_text_atomic
@@ -59,13 +59,10 @@ def _check_resumable(state: dict, preset: Preset, settings: TrainSettings) -> No
 
 
 def _load_initial_weights(source: Path, modules: dict[str, torch.nn.Module]) -> None:
+    # load_state_dict copies into the module's own fp32 tensors (the shipped files are fp16); a
+    # missing file is a CheckpointError naming it
     for name, module in modules.items():
-        path = source / f"{name}.safetensors"
-        if not path.is_file():
-            raise CheckpointError(str(path), reason=f"--init-from {source} holds no {name}.safetensors")
-        load_component(module, path)
-        # shipped weights may be fp16: the optimiser works in fp32
-        module.float()
+        load_component(module, source / f"{name}.safetensors")
 
 
 def _write_log(out: Path, log: list[dict]) -> None:
@@ -85,7 +82,6 @@ def train_micro(preset: Preset, out: str | Path, settings: TrainSettings, progre
 
 
 def _train(preset: Preset, out: Path, settings: TrainSettings, progress: Progress | None, stop_at: int | None) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
     progress = progress or (lambda phase, step, total, loss: None)
     started = time.perf_counter()
 
@@ -96,6 +92,7 @@ def _train(preset: Preset, out: Path, settings: TrainSettings, progress: Progres
     if settings.init_from is not None:
         _load_initial_weights(Path(settings.init_from), {"vae_encoder": encoder, "vae_decoder": decoder,
                                                         "text_encoder": text_encoder, "unet": unet})
+    out.mkdir(parents=True, exist_ok=True)  # after the starting weights loaded: bad input leaves no folder
     vae_opt = torch.optim.AdamW(list(encoder.parameters()) + list(decoder.parameters()),
                                 lr=settings.vae_learning_rate, weight_decay=0.0)
     diff_opt = torch.optim.AdamW(list(text_encoder.parameters()) + list(unet.parameters()),

@@ -79,6 +79,7 @@ def test_init_from_starts_at_a_checkpoint_and_a_missing_component_is_named(tmp_p
     (tmp_path / "a" / "unet.safetensors").unlink()
     with pytest.raises(CheckpointError, match="unet.safetensors"):
         _run(tmp_path / "d", _settings(steps=1, vae_steps=0, init_from=str(tmp_path / "a")))
+    assert not (tmp_path / "d").exists()  # bad input leaves no output folder behind
 
 
 def test_input_perturbation_changes_the_input_only_and_old_states_resume(tmp_path):
