@@ -11,6 +11,19 @@ from pathlib import Path
 MICRO = "mobilediffusion-micro"
 
 
+def _shape_weights(values: list[str]) -> dict[str, float]:
+    from .errors import BadArgumentError
+
+    weights = {}
+    for value in values:
+        shape, _, weight = value.partition("=")
+        try:
+            weights[shape.strip()] = float(weight)
+        except ValueError:
+            raise BadArgumentError(f"--shape-weight takes SHAPE=W (e.g. square=2), got {value!r}") from None
+    return weights
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,6 +37,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              shapes_count=args.shapes_count, seed=args.seed, threads=args.threads,
                              save_every=args.save_every, learning_rate=args.learning_rate,
                              input_perturbation=args.input_perturbation,
+                             shape_weights=_shape_weights(args.shape_weight),
+                             high_noise_fraction=args.high_noise_fraction,
                              init_from=None if args.init_from is None else str(Path(args.init_from).resolve()))
     console = Console(stderr=True)
     with Progress(TextColumn("[progress.description]{task.description:<10}"), BarColumn(),
@@ -127,6 +142,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="text encoder + UNet peak learning rate (cosine decay to 10%%)")
     train.add_argument("--input-perturbation", type=float, default=defaults.input_perturbation,
                        help="extra noise on the UNet's input only (0.1 in Ning et al. 2023; default 0: off)")
+    train.add_argument("--shape-weight", action="append", default=[], metavar="SHAPE=W",
+                       help="draw rendered scenes holding SHAPE W times as often (repeatable; e.g. square=2)")
+    train.add_argument("--high-noise-fraction", type=float, default=defaults.high_noise_fraction,
+                       help="share of timesteps drawn from the noisiest 40%% (where outlines are decided; "
+                            "default 0: uniform)")
     train.add_argument("--init-from", default=None, metavar="DIR",
                        help="continue a checkpoint directory (e.g. models/weights/mobilediffusion-micro) with a "
                             "fresh optimiser and schedule; with --vae-steps 0 its autoencoder is kept")

@@ -187,23 +187,46 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
 SINGLE_FRACTION = 0.4  # one-shape scenes are 75 of the 795 captions; drawn 40% of the time
 
 
-def scene_stream(scenes: list[Scene], seed: int):
+def scene_weight(scene: Scene, shape_weights: dict[str, float]) -> float:
+    """How often a scene is drawn relative to others of its kind: the product of its shapes' weights
+    (a shape not named weighs 1)."""
+    weight = 1.0
+    for spec in scene.objects:
+        weight *= shape_weights.get(spec.shape, 1.0)
+    return weight
+
+
+def _picker(pool: list[Scene], shape_weights: dict[str, float] | None):
+    if not shape_weights or all(w == 1.0 for w in shape_weights.values()):
+        # uniform: the draw every run before shape weights made, so old seeds render the same scenes
+        return lambda rng: pool[int(rng.integers(len(pool)))]
+    weights = np.asarray([scene_weight(s, shape_weights) for s in pool], np.float64)
+    cumulative = np.cumsum(weights / weights.sum())
+    return lambda rng: pool[min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(pool) - 1)]
+
+
+def scene_stream(scenes: list[Scene], seed: int, shape_weights: dict[str, float] | None = None):
     """Endless (scene, image) pairs, seeded: a one-shape scene with probability SINGLE_FRACTION
-    (when there are both kinds), then a scene uniformly within its kind."""
+    (when there are both kinds), then a scene within its kind, uniformly or by `scene_weight`."""
+    for shape, weight in (shape_weights or {}).items():
+        if shape not in SHAPES or not weight > 0:
+            raise CaptionError(f"shape weights need a known shape ({', '.join(SHAPES)}) and a weight > 0, "
+                               f"got {shape}={weight}")
     rng = np.random.default_rng(seed)
     singles = [s for s in scenes if len(s.objects) == 1]
     doubles = [s for s in scenes if len(s.objects) == 2]
+    pick_single, pick_double = _picker(singles, shape_weights), _picker(doubles, shape_weights)
     while True:
-        pool = singles if (singles and (not doubles or rng.random() < SINGLE_FRACTION)) else doubles
-        scene = pool[int(rng.integers(len(pool)))]
+        single = singles and (not doubles or rng.random() < SINGLE_FRACTION)
+        scene = pick_single(rng) if single else pick_double(rng)
         yield scene, render(scene, rng)
 
 
-def shapes_dataset(count: int, seed: int = 0, held_out: bool = False, split_seed: int = 0
-                   ) -> tuple[np.ndarray, list[str]]:
+def shapes_dataset(count: int, seed: int = 0, held_out: bool = False, split_seed: int = 0,
+                   shape_weights: dict[str, float] | None = None) -> tuple[np.ndarray, list[str]]:
     """`count` images (N, 64, 64, 3) uint8 and their captions, from the train or held-out scenes."""
     train, held = split_scenes(split_seed)
-    stream = scene_stream(held if held_out else train, seed)
+    stream = scene_stream(held if held_out else train, seed, shape_weights)
     images, captions = [], []
     for _ in range(count):
         scene, image = next(stream)

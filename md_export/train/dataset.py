@@ -25,7 +25,8 @@ class TrainingSet:
 def build_training_set(settings: TrainSettings) -> TrainingSet:
     parts: list[tuple[np.ndarray, list[str], bool]] = []
     if settings.data in ("shapes", "both"):
-        images, captions = shapes_dataset(settings.shapes_count, seed=settings.seed, split_seed=settings.split_seed)
+        images, captions = shapes_dataset(settings.shapes_count, seed=settings.seed, split_seed=settings.split_seed,
+                                           shape_weights=settings.shape_weights)
         parts.append((images, captions, False))
     if settings.data in ("digits", "both"):
         images, captions = digits_dataset(split_seed=settings.split_seed)

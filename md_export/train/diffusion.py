@@ -14,6 +14,18 @@ from md_export.models import CLIPTextEncoder, MobileUNet
 from ..samplers import TRAIN_TIMESTEPS, NoiseSchedule
 
 _ALPHAS = torch.from_numpy(NoiseSchedule.scaled_linear().alphas_cumprod).float()
+HIGH_NOISE_FROM = int(TRAIN_TIMESTEPS * 0.6)  # "high noise": the noisiest 40% of the timesteps
+
+
+def draw_timesteps(batch: int, generator: torch.Generator, high_noise_fraction: float = 0.0) -> torch.Tensor:
+    """Uniform timesteps; with `high_noise_fraction`, that share of the batch (in expectation) is
+    redrawn from [HIGH_NOISE_FROM, TRAIN_TIMESTEPS). At 0 the draws are exactly the uniform ones."""
+    timesteps = torch.randint(0, TRAIN_TIMESTEPS, (batch,), generator=generator)
+    if high_noise_fraction:
+        high = torch.rand(batch, generator=generator) < high_noise_fraction
+        redrawn = torch.randint(HIGH_NOISE_FROM, TRAIN_TIMESTEPS, (batch,), generator=generator)
+        timesteps = torch.where(high, redrawn, timesteps)
+    return timesteps
 
 
 def diffusion_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -29,11 +41,11 @@ def diffusion_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor
 
 def diffusion_loss(text_encoder: CLIPTextEncoder, unet: MobileUNet, latents: torch.Tensor, token_ids: torch.Tensor,
                    empty_ids: torch.Tensor, cfg_dropout: float, generator: torch.Generator,
-                   input_perturbation: float = 0.0) -> torch.Tensor:
+                   input_perturbation: float = 0.0, high_noise_fraction: float = 0.0) -> torch.Tensor:
     batch = latents.shape[0]
     drop = torch.rand(batch, generator=generator) < cfg_dropout
     ids = torch.where(drop[:, None], empty_ids[None, :].expand_as(token_ids), token_ids)
-    timesteps = torch.randint(0, TRAIN_TIMESTEPS, (batch,), generator=generator)
+    timesteps = draw_timesteps(batch, generator, high_noise_fraction)
     noise = torch.randn(latents.shape, generator=generator)
     alpha = _ALPHAS[timesteps].view(batch, 1, 1, 1)
     seen = noise

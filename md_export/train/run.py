@@ -155,7 +155,7 @@ def _train(preset: Preset, out: Path, settings: TrainSettings, progress: Progres
                                                   settings.warmup_steps))
         rows = batch_indices(data, settings, settings.batch_size, generator)
         loss = diffusion_loss(text_encoder, unet, latents[rows], token_ids[rows], empty_ids, settings.cfg_dropout,
-                              generator, settings.input_perturbation)
+                              generator, settings.input_perturbation, settings.high_noise_fraction)
         diff_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(text_encoder.parameters()) + list(unet.parameters()), 1.0)

@@ -109,3 +109,29 @@ def test_input_perturbation_changes_the_input_only_and_old_states_resume(tmp_pat
     assert summary["diffusion_steps_done"] == 1
     with pytest.raises(BadArgumentError, match="input_perturbation"):
         TrainSettings(input_perturbation=1.5)
+
+
+def test_high_noise_fraction_moves_that_share_of_timesteps_to_the_noisiest_40_percent():
+    import torch
+
+    from md_export.samplers import TRAIN_TIMESTEPS
+    from md_export.train.diffusion import HIGH_NOISE_FROM, draw_timesteps
+
+    uniform = draw_timesteps(4000, torch.Generator().manual_seed(3))
+    assert uniform.equal(torch.randint(0, TRAIN_TIMESTEPS, (4000,), generator=torch.Generator().manual_seed(3)))
+    assert draw_timesteps(4000, torch.Generator().manual_seed(3), 0.0).equal(uniform)
+    assert int(draw_timesteps(4000, torch.Generator().manual_seed(3), 1.0).min()) >= HIGH_NOISE_FROM == 600
+    # fraction 0.5: P(t >= 600) = 0.5 + 0.5 * 0.4 = 0.7; 4000 draws: standard error 0.007
+    high_share = (draw_timesteps(4000, torch.Generator().manual_seed(3), 0.5) >= HIGH_NOISE_FROM).float().mean()
+    assert 0.67 < float(high_share) < 0.73
+    for bad in (dict(high_noise_fraction=1.5), dict(shape_weights={"cube": 2.0}), dict(shape_weights={"square": -1.0})):
+        with pytest.raises(BadArgumentError):
+            TrainSettings(**bad)
+
+
+def test_cli_shape_weight_flag_parses_and_names_a_bad_value():
+    from md_export.cli_train import _shape_weights
+
+    assert _shape_weights(["square=2", "triangle=1.5"]) == {"square": 2.0, "triangle": 1.5}
+    with pytest.raises(BadArgumentError, match="SHAPE=W"):
+        _shape_weights(["square"])
