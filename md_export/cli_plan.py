@@ -32,7 +32,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         progress = lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}")  # noqa: E731
         peak, gflops = _limit_inputs(preset, settings, progress)
         plan = make_plan(preset, args.out, settings, args.artifacts, args.calibration, args.overwrite,
-                         progress=progress, peak=peak, gflops=gflops)
+                         progress=progress, peak=peak, gflops=gflops, peak_probe=_peak_probe if peak else None)
     except BaseException:
         remove_created_dir(created)  # a failed plan leaves no half-filled folder where there was none
         raise
@@ -56,6 +56,12 @@ def _limit_inputs(preset, settings, progress) -> tuple[dict | None, dict | None]
     progress("machine peak (GEMM and conv probes) and GFLOPs per component")
     gflops = {c: component_cost(preset, c).gflops for c in ("text_encoder", "unet", "vae_decoder")}
     return measure_machine_peak(), gflops
+
+
+def _peak_probe() -> dict:
+    from md_export.benchmarks.machine_peak import measure_machine_peak
+
+    return measure_machine_peak()
 
 
 def register(sub) -> None:

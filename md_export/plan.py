@@ -366,12 +366,14 @@ def time_pipelines(pipelines: dict[str, TextToImagePipeline], prompt: str, steps
 
 def end_to_end(choice: Configuration, baseline: Configuration, pipelines: dict[Configuration, TextToImagePipeline],
                settings: PlanSettings, steps: int, guidance: float, estimates: dict,
-               limit: Callable[[Configuration, float], dict] | None, progress: Progress) -> dict:
-    """Step 4: the choice and fp32 timed as whole pipelines; measured / estimate, and the limit."""
+               limit_after: Callable[[], Callable[[Configuration, float], dict] | None], progress: Progress) -> dict:
+    """Step 4: the choice and fp32 timed as whole pipelines; measured / estimate, and the limit
+    (`limit_after` is asked once the pipelines are timed, so it may probe the host right beside them)."""
     prompt, seed = settings.gate_prompts()[0]
     named = {"choice": choice} | ({"fp32": baseline} if baseline is not choice else {})
     timed = time_pipelines({name: pipelines[config] for name, config in named.items()}, prompt, steps, seed,
                            guidance, settings.pipeline_runs, progress)
+    limit = limit_after()
     result = {"prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance,
               "runs": settings.pipeline_runs, "method": "median of alternating warm generate() calls"}
     for name, config in named.items():
@@ -407,10 +409,12 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
               progress: Progress | None = None, quantized: dict[str, Path] | None = None,
               component_ms: dict[tuple[str, str], float] | None = None, reference: Reference | None = None,
               peak: dict | None = None, gflops: dict[str, float] | None = None,
-              on_generation: OnGeneration | None = None) -> dict:
+              on_generation: OnGeneration | None = None, peak_probe: Callable[[], dict] | None = None) -> dict:
     """The main job passes what it already has: `quantized` recipe directories, `component_ms`
     ((component, recipe) -> median ms from its benchmark), its torch `reference`, and the `peak`
-    and per-component `gflops` its benchmark measured (the limit in step 4; without them, none)."""
+    and per-component `gflops` its benchmark measured (the limit in step 4; without them, none).
+    With `peak_probe`, the host is probed again right after the pipelines are timed and the limit
+    holds them to the best of both probes (machine_peak.best_of_peaks)."""
     settings.check()
     progress = progress or (lambda message: None)
     out = Path(out)
@@ -470,8 +474,23 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         rows.append(row)
     measured = None
     if choice is not None and settings.pipeline_runs > 0:
-        limit = limit_of(gflops, peak, steps, guidance != 1.0) if peak and gflops else None
-        measured = end_to_end(choice, baseline, pipelines, settings, steps, guidance, estimates, limit, progress)
+        used_peak: dict | None = peak
+
+        def limit_after() -> Callable[[Configuration, float], dict] | None:
+            nonlocal used_peak
+            if not (peak and gflops):
+                return None
+            if peak_probe is not None:
+                from md_export.benchmarks.machine_peak import best_of_peaks
+
+                progress("machine peak, probed again right after the pipeline timing")
+                used_peak = best_of_peaks([peak, peak_probe()])
+            return limit_of(gflops, used_peak, steps, guidance != 1.0)
+
+        measured = end_to_end(choice, baseline, pipelines, settings, steps, guidance, estimates, limit_after,
+                              progress)
+        if used_peak and gflops:
+            measured["machine_peak"] = used_peak
     pipelines.clear()
     plan = {
         "preset": preset.name, "runtime": settings.runtime, "format": RUNTIME_FORMATS[settings.runtime],
@@ -521,6 +540,13 @@ def end_to_end_markdown(measured: dict | None, heading: bool = True) -> list[str
                      f"{row['total_ms']:.1f} | {row['estimated_ms']:.1f} | {row['measured_over_estimate']:.2f} | "
                      f"{limit} | {ratio} |")
     lines += ["", f"Speedup of the choice over fp32, end to end: **{measured['speedup_vs_fp32']:.2f}x**.", ""]
+    peak = measured.get("machine_peak")
+    if peak:
+        readings = peak.get("readings", [peak])
+        lines += [f"The limit's peaks: fp32 {peak['fp32_gflops']:.0f} GFLOP/s, int8 {peak['int8_gops']:.0f} GOP/s, the "
+                  f"best of {len(readings)} probes in this run (int8 "
+                  + ", ".join(f"{r['int8_gops']:.0f}" for r in readings) + "; fp32 "
+                  + ", ".join(f"{r['fp32_gflops']:.0f}" for r in readings) + "), the last right after the pipelines.", ""]
     return lines
 
 

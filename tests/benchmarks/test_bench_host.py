@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from md_export.benchmarks.machine_peak import _per_cycle, gemm_model, measure_machine_peak
+from md_export.benchmarks.machine_peak import _best_seconds, _per_cycle, best_of_peaks, gemm_model, measure_machine_peak
 from md_export.benchmarks.schema import validate
 from md_export.export.manifest import read_manifest
 
@@ -78,6 +78,36 @@ def test_machine_peak_is_measured():
     assert peak["fp32_gflops"] > 0 and peak["int8_gops"] > 0
     assert peak["gemm_size"] == 128 and "MatMulInteger" in peak["method"]
     assert peak["int8_over_fp32"] == pytest.approx(peak["int8_gops"] / peak["fp32_gflops"], rel=0.02)
+
+
+def test_peak_probe_times_calls_for_its_minimum_window_and_combined_peaks_keep_the_best(monkeypatch):
+    import time as time_module
+
+    from md_export.benchmarks import machine_peak
+
+    calls = []
+
+    class Session:  # each call "takes" 0.1 s of the fake clock
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, outputs, feeds):
+            calls.append(1)
+
+    clock = iter(i * 0.05 for i in range(10_000))
+    monkeypatch.setattr(time_module, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr("onnxruntime.InferenceSession", Session)
+    assert _best_seconds(gemm_model("fp32", 8), {}, 1, runs=4, warmup=1, min_seconds=1.0) == pytest.approx(0.05)
+    assert len(calls) == 1 + 20  # warm-up, then 20 x 0.05 s to fill the 1 s window (4 runs alone: 0.2 s)
+    calls.clear()
+    _best_seconds(gemm_model("fp32", 8), {}, 1, runs=4, warmup=0, min_seconds=1e9)
+    assert len(calls) == machine_peak.PROBE_MAX_RUNS  # a slow host's probe still ends
+    first = {"fp32_gflops": 100.0, "int8_gops": 900.0, "conv_fp32_gflops": 80.0, "conv_int8_gops": 200.0, "threads": 2}
+    second = {"fp32_gflops": 120.0, "int8_gops": 600.0, "conv_fp32_gflops": 70.0, "conv_int8_gops": 260.0}
+    best = best_of_peaks([first, second])
+    assert (best["fp32_gflops"], best["int8_gops"], best["conv_fp32_gflops"], best["conv_int8_gops"]) == (120, 900, 80, 260)
+    assert best["int8_over_fp32"] == 7.5 and best["conv_int8_over_fp32"] == 3.25 and best["threads"] == 2
+    assert len(best["readings"]) == 2 and len(best_of_peaks([best, first])["readings"]) == 3
 
 
 @pytest.mark.parametrize("kind", ["fp32", "int8"])

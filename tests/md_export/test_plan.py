@@ -61,6 +61,11 @@ def test_choice_is_timed_end_to_end_beside_fp32_and_the_limit(tiny_plan):
     assert choice["limit_ms"] > 0 and choice["total_over_limit"] == pytest.approx(
         choice["total_ms"] / choice["limit_ms"], rel=1e-2)
     assert set(choice["limit_basis"]) == {"text_encoder", "unet", "vae_decoder"}
+    # probed before the plan and again right after the pipelines; the limit uses the best of both
+    peak = measured["machine_peak"]
+    assert len(peak["readings"]) == 2
+    assert peak["int8_gops"] == max(r["int8_gops"] for r in peak["readings"])
+    assert choice["limit_basis"]["unet"]["peak_value"] in (peak["int8_gops"], peak["fp32_gflops"])
     if "fp32" in measured:  # absent only when fp32 itself is the choice
         assert set(measured["fp32"]["components"].values()) == {"fp32"}
         assert measured["speedup_vs_fp32"] == pytest.approx(measured["fp32"]["total_ms"] / choice["total_ms"], rel=1e-2)
