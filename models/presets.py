@@ -151,10 +151,11 @@ MICRO_VAE = VAEConfig(decoder=MICRO_VAE_SIDE, encoder=MICRO_VAE_SIDE, scaling_fa
 MICRO_PRESET = "mobilediffusion-micro"
 # Guidance 2, not 5: classifier-free guidance extrapolates away from the unconditional picture, a
 # round blob, so at 5 it pushed squares' corners out and their sides in (concave sides that fill
-# 86% of the bounding box, read as circles) and circles into lumpy diamonds. Chosen on 120
-# training-split captions x 2 seeds with the weights 2500 steps into the shipped run (fidelity
-# 93.0% at 1.5, 93.2% at 2, 92.3% at 3, 86.9% at 5; squares 55, 54, 47, 18 of 80), never on the
-# held-out prompts the README reports.
+# about 86% of the bounding box: read as circles) and circles into lumpy diamonds. Chosen on
+# training-split prompts (`md-export quality --prompts train --num-prompts 120`, 212 pictures),
+# never on the held-out set the README reports. Shipped weights: fidelity 94.9 / 95.2 / 93.0% at
+# guidance 1.5 / 2 / 3 (squares 57 / 59 / 44 of 96); the same run 2500 steps earlier: 93.0 /
+# 93.2 / 92.3 / 86.9% at 1.5 / 2 / 3 / 5 (squares 55 / 54 / 47 / 18).
 MICRO_GUIDANCE = 2.0
 
 
