@@ -153,9 +153,9 @@ MICRO_PRESET = "mobilediffusion-micro"
 # round blob, so at 5 it pushed squares' corners out and their sides in (concave sides that fill
 # about 86% of the bounding box: read as circles) and circles into lumpy diamonds. Chosen on
 # training-split prompts (`md-export quality --prompts train --num-prompts 120`, 212 pictures),
-# never on the held-out set the README reports. Shipped weights: fidelity 94.9 / 95.2 / 93.0% at
-# guidance 1.5 / 2 / 3 (squares 57 / 59 / 44 of 96); the same run 2500 steps earlier: 93.0 /
-# 93.2 / 92.3 / 86.9% at 1.5 / 2 / 3 / 5 (squares 55 / 54 / 47 / 18).
+# never on the held-out set the README reports. Shipped weights: fidelity 95.7 / 95.8 / 92.8% at
+# guidance 1.5 / 2 / 3 (squares 69 / 67 / 41 of 96); the same run at 5000 steps 94.9 / 95.2 /
+# 93.0%, at 2500 steps 93.0 / 93.2 / 92.3 / 86.9% at 1.5 / 2 / 3 / 5 (squares 55 / 54 / 47 / 18).
 MICRO_GUIDANCE = 2.0
 
 
