@@ -10,6 +10,7 @@ from pathlib import Path
 def cmd_plan(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from md_export.benchmarks.machine_peak import measure_machine_peak
     from md_export.models import get_preset
 
     from .export.manifest import check_output_dir, make_output_dir, remove_created_dir
@@ -32,7 +33,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         progress = lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}")  # noqa: E731
         peak, gflops = _limit_inputs(preset, settings, progress)
         plan = make_plan(preset, args.out, settings, args.artifacts, args.calibration, args.overwrite,
-                         progress=progress, peak=peak, gflops=gflops, peak_probe=_peak_probe if peak else None)
+                         progress=progress, peak=peak, gflops=gflops,
+                         peak_probe=measure_machine_peak if peak else None)
     except BaseException:
         remove_created_dir(created)  # a failed plan leaves no half-filled folder where there was none
         raise
@@ -56,12 +58,6 @@ def _limit_inputs(preset, settings, progress) -> tuple[dict | None, dict | None]
     progress("machine peak (GEMM and conv probes) and GFLOPs per component")
     gflops = {c: component_cost(preset, c).gflops for c in ("text_encoder", "unet", "vae_decoder")}
     return measure_machine_peak(), gflops
-
-
-def _peak_probe() -> dict:
-    from md_export.benchmarks.machine_peak import measure_machine_peak
-
-    return measure_machine_peak()
 
 
 def register(sub) -> None:

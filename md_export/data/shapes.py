@@ -205,13 +205,17 @@ def _picker(pool: list[Scene], shape_weights: dict[str, float] | None):
     return lambda rng: pool[min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(pool) - 1)]
 
 
-def scene_stream(scenes: list[Scene], seed: int, shape_weights: dict[str, float] | None = None):
-    """Endless (scene, image) pairs, seeded: a one-shape scene with probability SINGLE_FRACTION
-    (when there are both kinds), then a scene within its kind, uniformly or by `scene_weight`."""
+def check_shape_weights(shape_weights: dict[str, float] | None) -> None:
     for shape, weight in (shape_weights or {}).items():
         if shape not in SHAPES or not weight > 0:
             raise CaptionError(f"shape weights need a known shape ({', '.join(SHAPES)}) and a weight > 0, "
                                f"got {shape}={weight}")
+
+
+def scene_stream(scenes: list[Scene], seed: int, shape_weights: dict[str, float] | None = None):
+    """Endless (scene, image) pairs, seeded: a one-shape scene with probability SINGLE_FRACTION
+    (when there are both kinds), then a scene within its kind, uniformly or by `scene_weight`."""
+    check_shape_weights(shape_weights)
     rng = np.random.default_rng(seed)
     singles = [s for s in scenes if len(s.objects) == 1]
     doubles = [s for s in scenes if len(s.objects) == 2]

@@ -39,11 +39,11 @@ class TrainSettings:
     # plain noise, so training sees inputs as imperfect as the sampler's own. 0 = plain training.
     input_perturbation: float = 0.0
     # Relative draw weight of a rendered scene per shape it holds ({"square": 2.0}: a scene with a
-    # square is drawn twice as often as one without, two squares four times). The shipped model
-    # read 9 of 80 held-out squares right against 74 circles and 77 triangles (README "Squares").
+    # square is drawn twice as often as one without, two squares four times). The 83.8% weights
+    # read 9 of 80 held-out squares right against 74 circles and 77 triangles (README, micro model).
     shape_weights: dict[str, float] = field(default_factory=dict)
     # Share of each batch whose timesteps are drawn from the noisiest 40% (t >= 600) instead of
-    # all 1000: a shape's outline is decided at t >= 800 under 20-step DDIM (README "Squares"), a
+    # all 1000: a shape's outline is decided at t >= 800 under 20-step DDIM (README, micro model), a
     # part uniform sampling trains 20% of the time. 0 = uniform.
     high_noise_fraction: float = 0.0
 
@@ -59,12 +59,12 @@ class TrainSettings:
             raise BadArgumentError(f"input_perturbation must be in [0, 1), got {self.input_perturbation}")
         if not 0.0 <= self.high_noise_fraction <= 1.0:
             raise BadArgumentError(f"high_noise_fraction must be in [0, 1], got {self.high_noise_fraction}")
-        from ..data.shapes import SHAPES
+        from ..data.shapes import CaptionError, check_shape_weights
 
-        for shape, weight in self.shape_weights.items():
-            if shape not in SHAPES or not weight > 0:
-                raise BadArgumentError(f"shape weights need a shape of {', '.join(SHAPES)} and a weight > 0, "
-                                       f"got {shape}={weight}")
+        try:
+            check_shape_weights(self.shape_weights)
+        except CaptionError as error:
+            raise BadArgumentError(str(error)) from None
         if not 0.0 <= self.cfg_dropout < 1.0 or not 0.0 <= self.digits_fraction <= 1.0:
             raise BadArgumentError("cfg_dropout must be in [0, 1) and digits_fraction in [0, 1]")
 
