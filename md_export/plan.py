@@ -364,27 +364,30 @@ def time_pipelines(pipelines: dict[str, TextToImagePipeline], prompt: str, steps
             for name, calls in samples.items()}
 
 
-def end_to_end(choice: Configuration, baseline: Configuration, pipelines: dict[Configuration, TextToImagePipeline],
-               settings: PlanSettings, steps: int, guidance: float, estimates: dict,
-               limit_after: Callable[[], Callable[[Configuration, float], dict] | None], progress: Progress) -> dict:
-    """Step 4: the choice and fp32 timed as whole pipelines; measured / estimate, and the limit
-    (`limit_after` is asked once the pipelines are timed, so it may probe the host right beside them)."""
+def end_to_end(named: dict[str, Configuration], pipelines: dict[Configuration, TextToImagePipeline],
+               settings: PlanSettings, steps: int, guidance: float, estimates: dict, progress: Progress) -> dict:
+    """Step 4: the choice and fp32 (`named` {"choice": ..., "fp32": ...}) timed as whole
+    pipelines, and measured / estimate. `add_limit` puts the limit beside each total."""
     prompt, seed = settings.gate_prompts()[0]
-    named = {"choice": choice} | ({"fp32": baseline} if baseline is not choice else {})
     timed = time_pipelines({name: pipelines[config] for name, config in named.items()}, prompt, steps, seed,
                            guidance, settings.pipeline_runs, progress)
-    limit = limit_after()
     result = {"prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance,
               "runs": settings.pipeline_runs, "method": "median of alternating warm generate() calls"}
     for name, config in named.items():
-        row = dict(timed[name], components=config.recipes(), estimated_ms=estimates[config],
-                   measured_over_estimate=round(timed[name]["total_ms"] / estimates[config], 3))
-        if limit is not None:
-            row |= limit(config, timed[name]["total_ms"])
-        result[name] = row
+        result[name] = dict(timed[name], components=config.recipes(), estimated_ms=estimates[config],
+                            measured_over_estimate=round(timed[name]["total_ms"] / estimates[config], 3))
     fp32 = result.get("fp32", result["choice"])
     result["speedup_vs_fp32"] = round(fp32["total_ms"] / result["choice"]["total_ms"], 3)
     return result
+
+
+def add_limit(measured: dict, named: dict[str, Configuration], gflops: dict[str, float], peak: dict,
+              steps: int, guidance: bool) -> None:
+    """limit_ms / total_over_limit (and the basis) beside each configuration's measured total."""
+    limit = limit_of(gflops, peak, steps, guidance)
+    for name, config in named.items():
+        measured[name] |= limit(config, measured[name]["total_ms"])
+    measured["machine_peak"] = peak
 
 
 def limit_of(gflops: dict[str, float], peak: dict, steps: int, guidance: bool
@@ -474,23 +477,15 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         rows.append(row)
     measured = None
     if choice is not None and settings.pipeline_runs > 0:
-        used_peak: dict | None = peak
-
-        def limit_after() -> Callable[[Configuration, float], dict] | None:
-            nonlocal used_peak
-            if not (peak and gflops):
-                return None
-            if peak_probe is not None:
+        named = {"choice": choice} | ({"fp32": baseline} if baseline is not choice else {})
+        measured = end_to_end(named, pipelines, settings, steps, guidance, estimates, progress)
+        if peak and gflops:
+            if peak_probe is not None:  # right beside the pipelines: the limit holds them to the best probe
                 from md_export.benchmarks.machine_peak import best_of_peaks
 
                 progress("machine peak, probed again right after the pipeline timing")
-                used_peak = best_of_peaks([peak, peak_probe()])
-            return limit_of(gflops, used_peak, steps, guidance != 1.0)
-
-        measured = end_to_end(choice, baseline, pipelines, settings, steps, guidance, estimates, limit_after,
-                              progress)
-        if used_peak and gflops:
-            measured["machine_peak"] = used_peak
+                peak = best_of_peaks([peak, peak_probe()])
+            add_limit(measured, named, gflops, peak, steps, guidance != 1.0)
     pipelines.clear()
     plan = {
         "preset": preset.name, "runtime": settings.runtime, "format": RUNTIME_FORMATS[settings.runtime],
