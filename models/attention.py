@@ -106,7 +106,14 @@ class GatedFeedForward(nn.Module):
         self.out = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        value, gate = self.proj(x).chunk(2, dim=-1)
+        projected = self.proj(x)
+        inner = projected.shape[-1] // 2
+        # Two slices, not chunk(2): the dynamo exporter (optimize=False, as export/onnx.py runs it)
+        # turns chunk into SplitToSequence + two SequenceAt, copies into and out of a tensor
+        # sequence; onnxruntime fuses the two Slices into one Split. The static int8
+        # `mobilediffusion` UNet at 512 (23 FFNs, 2-core Zen 3): 39.0 -> 13.2 ms of kernel time a
+        # call, 1228 -> 1202 ms median (10 alternating calls), outputs bit-identical.
+        value, gate = projected[..., :inner], projected[..., inner:]
         gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
         return self.out(value * gate)
 
