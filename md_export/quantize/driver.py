@@ -232,23 +232,10 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
     """Run the recipe's backend; returns extra manifest fields (the fallback report of --target-psnr,
     the fp16 overflow scan, the W8A8 torch parity)."""
     if recipe.format == "onnx":
-        if recipe.calibration:
-            feeds = _feeds(calibration, first)
-        elif recipe.kind == "fp16" and calibration is not None:
-            feeds = _feeds(calibration, first, limit=FP16_SCAN_SAMPLES)
-        else:
-            feeds = None
-        if target_psnr is not None:
-            result = static_with_fallback(source_path, target, feeds, feeds[:: max(1, len(feeds) // 8)],
-                                          target_psnr, recipe.kind,
-                                          progress=lambda m: progress(f"{first['component']}: {m}"))
-            return {"fallback": dataclasses.asdict(result)}
-        if recipe.kind == "fp16":
-            # the overflow scan runs on real inputs when given, else on the export's reference inputs
-            scan = onnx_recipes.fp16(source_path, target, feeds or [load_reference(source_path.parent, first)[0]])
-            return {"fp16_overflow": scan.as_dict()}
-        getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
-    elif recipe.format == "tflite":
+        weights = onnx_recipes.reduced_weight_range() if recipe.kind in INTEGER_ONNX_KINDS else None
+        extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress)
+        return (extra or {}) | ({"int8_weights": weights} if weights else {})
+    if recipe.format == "tflite":
         signature_feeds = None
         if recipe.calibration:
             signature_feeds = {}
@@ -266,6 +253,31 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
         return coreml_w8a8.quantize(first, source, source_path.parent, target, feeds, tolerance, progress)
     else:
         coreml_recipes.compress(recipe.kind, source_path, target)
+    return None
+
+
+# ONNX recipe kinds whose int8 weights meet 8-bit activations in onnxruntime's integer kernels
+INTEGER_ONNX_KINDS = ("dynamic_int8", "static_int8", "static_int8_symmetric")
+
+
+def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, calibration: Path | None,
+                target_psnr: float | None, progress: Progress) -> dict | None:
+    if recipe.calibration:
+        feeds = _feeds(calibration, first)
+    elif recipe.kind == "fp16" and calibration is not None:
+        feeds = _feeds(calibration, first, limit=FP16_SCAN_SAMPLES)
+    else:
+        feeds = None
+    if target_psnr is not None:
+        result = static_with_fallback(source_path, target, feeds, feeds[:: max(1, len(feeds) // 8)],
+                                      target_psnr, recipe.kind,
+                                      progress=lambda m: progress(f"{first['component']}: {m}"))
+        return {"fallback": dataclasses.asdict(result)}
+    if recipe.kind == "fp16":
+        # the overflow scan runs on real inputs when given, else on the export's reference inputs
+        scan = onnx_recipes.fp16(source_path, target, feeds or [load_reference(source_path.parent, first)[0]])
+        return {"fp16_overflow": scan.as_dict()}
+    getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
     return None
 
 
