@@ -147,8 +147,9 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     try:
         for index, prompt in enumerate(chosen):
             progress(index, total, f"sampling: {prompt[:48]}")
-            result = pipeline.generate(prompt, settings.steps, settings.seed + index, settings.guidance_scale)
-            final_latents.append(result.latent)
+            # no decoder pass: its calibration input is the final latent, not the picture
+            latent, _ = pipeline.sample_latent(prompt, settings.steps, settings.seed + index, settings.guidance_scale)
+            final_latents.append(latent)
     finally:
         unet_runner.run = original_run
 

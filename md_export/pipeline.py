@@ -76,8 +76,11 @@ class TextToImagePipeline:
     def initial_noise(self, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).standard_normal(self.latent_shape, dtype=np.float32)
 
-    def generate(self, prompt: str, steps: int, seed: int, guidance_scale: float = 7.5, sampler: str = "ddim",
-                 negative_prompt: str = "", callback: StepCallback | None = None) -> Generation:
+    def sample_latent(self, prompt: str, steps: int, seed: int, guidance_scale: float = 7.5, sampler: str = "ddim",
+                      negative_prompt: str = "", callback: StepCallback | None = None
+                      ) -> tuple[np.ndarray, dict[str, float]]:
+        """Text encoder and sampler, without the decoder: the final latent and the stages' seconds.
+        Calibration needs only the latents (the decoder's input), not the picture."""
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         seconds: dict[str, float] = {}
@@ -91,7 +94,11 @@ class TextToImagePipeline:
             self._unet, self.initial_noise(seed), cond, uncond, guidance_scale, self.prediction_type, callback
         )
         seconds["unet"] = time.perf_counter() - start
+        return latent, seconds
 
+    def generate(self, prompt: str, steps: int, seed: int, guidance_scale: float = 7.5, sampler: str = "ddim",
+                 negative_prompt: str = "", callback: StepCallback | None = None) -> Generation:
+        latent, seconds = self.sample_latent(prompt, steps, seed, guidance_scale, sampler, negative_prompt, callback)
         start = time.perf_counter()
         image = self.networks.vae_decoder.run({"latent": latent})["image"]
         seconds["vae_decoder"] = time.perf_counter() - start

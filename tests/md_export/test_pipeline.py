@@ -32,6 +32,23 @@ def test_prompt_and_sampler_change_the_result(pipeline):
     assert set(base.seconds) == {"text_encoder", "unet", "vae_decoder", "total"}
 
 
+def test_sample_latent_is_generate_without_the_decoder(pipeline):
+    """Calibration records latents only: sample_latent gives generate's latent and never runs the decoder."""
+    decoder = pipeline.networks.vae_decoder
+    original_run = decoder.run
+    calls = []
+    decoder.run = lambda feeds: calls.append(1) or original_run(feeds)
+    try:
+        latent, seconds = pipeline.sample_latent("a red circle", steps=2, seed=3, guidance_scale=5.0)
+        assert calls == []
+        generated = pipeline.generate("a red circle", steps=2, seed=3, guidance_scale=5.0)
+    finally:
+        decoder.run = original_run
+    assert calls == [1]
+    assert np.array_equal(latent, generated.latent)  # same path, bit-identical
+    assert set(seconds) == {"text_encoder", "unet"}
+
+
 def test_fixed_batch_unet_runner_is_called_in_chunks(pipeline):
     """Exported UNets with a static batch of 1 still serve guidance (two calls per step)."""
     calls = []
