@@ -73,10 +73,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _positive("pipeline-warmup", args.pipeline_warmup, 0)
     if args.min_seconds < 0:
         raise MdExportError(f"--min-seconds must be >= 0, got {args.min_seconds}")
-    sources = [s for s in (args.artifacts, args.model, args.preset) if s]
+    sources = [s for s in (args.artifacts, args.model, args.preset, args.plan) if s]
     if len(sources) != 1:
-        raise MdExportError("give exactly one of --artifacts DIR, --model FILE, --preset NAME")
-    levels = _csv(args.level) or ["component"]
+        raise MdExportError("give exactly one of --artifacts DIR, --model FILE, --preset NAME, --plan PLAN.json")
+    levels = _csv(args.level) or (["pipeline"] if args.plan else ["component"])
+    if args.plan and levels != ["pipeline"]:
+        raise MdExportError("--plan times the chosen configuration end to end: --level pipeline only "
+                            "(its components are timed in the plan itself)")
     for level in levels:
         if level not in ("component", "pipeline"):
             raise MdExportError(f"--level takes component and/or pipeline, got {level!r}")
@@ -96,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = ({"kind": "artifacts", "path": os.path.abspath(args.artifacts)} if args.artifacts else
               {"kind": "artifact", "path": os.path.abspath(args.model)} if args.model else
+              {"kind": "plan", "path": os.path.abspath(args.plan)} if args.plan else
               {"kind": "preset", "preset": args.preset})
     if args.resolution:
         source["resolution"] = args.resolution
@@ -157,11 +161,17 @@ def _component_jobs(args, settings):
 
 
 def _run_pipeline_level(args, settings, result: dict, progress) -> None:
-    from .pipeline_bench import bench_pipeline, parse_cases
+    from .pipeline_bench import parse_cases
     from .pipeline_jobs import artifact_pipeline_networks, torch_pipeline_networks
-    from .schema import add_item
 
     cases = parse_cases(args.steps, args.guidance, args.guidance_scale)
+    if args.plan:
+        from .pipeline_jobs import plan_pipeline_networks
+
+        loaded, plan = plan_pipeline_networks(args.plan, settings)
+        _bench_cases(args, result, progress, cases, loaded, plan["runtime"], "plan",
+                     {"plan": os.path.abspath(args.plan), "plan_choice": plan["choice"]})
+        return
     if args.preset:
         combos = [("torch", "fp32")]
     elif args.artifacts:
@@ -176,7 +186,6 @@ def _run_pipeline_level(args, settings, result: dict, progress) -> None:
         combos = [(r, p) for r in runtimes if RUNTIME_FORMAT.get(r) in formats for p in precisions]
     else:
         raise MdExportError("--level pipeline needs --artifacts DIR or --preset NAME (a single file is one network)")
-    seen_steps = set()
     for runtime, precision in combos:
         if runtime == "torch":
             loaded = torch_pipeline_networks(args.preset, args.resolution, settings)
@@ -188,22 +197,33 @@ def _run_pipeline_level(args, settings, result: dict, progress) -> None:
                     raise
                 progress.note(f"skipping pipeline {runtime} {precision}: {exc}")
                 continue
-        for case in cases:
-            name = f"pipeline@{loaded.resolution}/{runtime}/{precision}"
-            with progress.item(f"{name}/{case.label}", args.pipeline_warmup + args.pipeline_runs) as tick:
-                item, step_item = bench_pipeline(
-                    loaded.networks, loaded.init_ms, loaded.prediction_type, case, warmup=args.pipeline_warmup,
-                    runs=args.pipeline_runs, name=name, runtime=runtime, precision=precision, threads=args.threads,
-                    resolution=loaded.resolution, component_gflops=loaded.gflops, peak=result.get("machine_peak"),
-                    tick=tick, component_precisions=loaded.precisions, init_fields=loaded.init_fields)
-            add_item(result, item)
-            # One unet_step item per runtime x precision x guidance: the step does not depend on N.
-            if step_item["name"] not in seen_steps and case.steps > 1:
-                seen_steps.add(step_item["name"])
-                add_item(result, step_item)
-            if item.get("interrupted"):
-                result["interrupted"] = True
-                return
+        if not _bench_cases(args, result, progress, cases, loaded, runtime, precision, {}):
+            return
+
+
+def _bench_cases(args, result: dict, progress, cases, loaded, runtime: str, precision: str, extra: dict) -> bool:
+    """Every case on one loaded pipeline; False when interrupted."""
+    from .pipeline_bench import bench_pipeline
+    from .schema import add_item
+
+    seen_steps = {item["name"] for item in result["items"]}
+    for case in cases:
+        name = f"pipeline@{loaded.resolution}/{runtime}/{precision}"
+        with progress.item(f"{name}/{case.label}", args.pipeline_warmup + args.pipeline_runs) as tick:
+            item, step_item = bench_pipeline(
+                loaded.networks, loaded.init_ms, loaded.prediction_type, case, warmup=args.pipeline_warmup,
+                runs=args.pipeline_runs, name=name, runtime=runtime, precision=precision, threads=args.threads,
+                resolution=loaded.resolution, component_gflops=loaded.gflops, peak=result.get("machine_peak"),
+                tick=tick, component_precisions=loaded.precisions, init_fields=loaded.init_fields | extra)
+        add_item(result, item)
+        # One unet_step item per runtime x precision x guidance: the step does not depend on N.
+        if step_item["name"] not in seen_steps and case.steps > 1:
+            seen_steps.add(step_item["name"])
+            add_item(result, step_item)
+        if item.get("interrupted"):
+            result["interrupted"] = True
+            return False
+    return True
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -248,11 +268,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     what.add_argument("--artifacts", metavar="DIR", help="an md-export artifact directory (manifest.json)")
     what.add_argument("--model", metavar="FILE", help="one .onnx / .tflite / .mlpackage")
     what.add_argument("--preset", help="a preset, torch eager (random seeded weights)")
+    what.add_argument("--plan", metavar="PLAN.json",
+                      help="the configuration an md-export plan chose (plans/<runtime>/plan.json), end to end")
     run.add_argument("--runtime", help="csv of torch, onnxruntime, litert, coreml (default: all in DIR)")
     run.add_argument("--precision", help="csv of precisions to keep (fp32, fp16, int8...)")
     run.add_argument("--components", help="csv of text_encoder, unet, vae_decoder, vae_encoder")
     run.add_argument("--resolution", type=int, help="image side in pixels (default: preset / all in DIR)")
-    run.add_argument("--level", default="component", help="csv of component, pipeline (default component)")
+    run.add_argument("--level", default=None,
+                     help="csv of component, pipeline (default component; pipeline with --plan)")
     run.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: all cores)")
     run.add_argument("--warmup", type=int, default=3, help="warm-up calls after the first (default 3)")
     run.add_argument("--runs", type=int, default=10, help="timed calls (default 10)")

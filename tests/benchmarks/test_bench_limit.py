@@ -80,8 +80,9 @@ def test_a_mixed_precision_pipeline_holds_each_component_against_its_own_peak():
                                 threads=1, resolution=loaded.resolution, component_gflops=loaded.gflops, peak=peak,
                                 component_precisions=precisions)
     g = loaded.gflops
-    # guided, 2 steps: text encoder x2, UNet x 2 steps x 2, decoder x1
-    expected = (g["text_encoder"] * 2 / 100.0 + g["unet"] * 4 / 400.0 + g["vae_decoder"] / 100.0) * 1e3
+    # guided, 2 steps: text encoder x1 (the empty negative prompt is encoded once per pipeline, in
+    # the untimed first call), UNet x 2 steps x 2, decoder x1
+    expected = (g["text_encoder"] / 100.0 + g["unet"] * 4 / 400.0 + g["vae_decoder"] / 100.0) * 1e3
     assert item["limit_ms"] == pytest.approx(expected, rel=1e-3)
     assert item["limit_basis"]["unet"]["peak"] == "int8_gops"
     assert item["limit_basis"]["vae_decoder"]["peak"] == item["limit_basis"]["text_encoder"]["peak"] == "fp32_gflops"
