@@ -80,6 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plan and levels != ["pipeline"]:
         raise MdExportError("--plan times the chosen configuration end to end: --level pipeline only "
                             "(its components are timed in the plan itself)")
+    if args.plan:
+        # the plan fixes its runtime, each component's precision and the resolution it was made for:
+        # a flag that narrows them would be ignored, so refuse it rather than time something else
+        clashing = [flag for flag, value in (("--runtime", args.runtime), ("--precision", args.precision),
+                                             ("--resolution", args.resolution)) if value]
+        if clashing:
+            raise MdExportError(f"--plan fixes the runtime, precisions and resolution it chose; drop "
+                                f"{', '.join(clashing)}")
     for level in levels:
         if level not in ("component", "pipeline"):
             raise MdExportError(f"--level takes component and/or pipeline, got {level!r}")

@@ -70,6 +70,9 @@ def test_plan_errors_are_one_clear_line(job, tmp_path, tmp_path_factory, cli, ca
     plan_path = job / "plans" / "onnxruntime" / "plan.json"
     assert cli(["bench", "run", "--plan", str(plan_path), "--level", "component", *FAST]) == 2
     assert "--level pipeline only" in capsys.readouterr().err
+    for flag, value in (("--runtime", "litert"), ("--precision", "fp32"), ("--resolution", "128")):
+        assert cli(["bench", "run", "--plan", str(plan_path), flag, value, *FAST]) == 2
+        assert f"drop {flag}" in capsys.readouterr().err
     nothing = tmp_path / "nothing.json"
     nothing.write_text(json.dumps(json.loads(plan_path.read_text()) | {"choice": None}))
     assert cli(["bench", "run", "--plan", str(nothing), *FAST]) == 2
