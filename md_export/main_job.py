@@ -233,7 +233,7 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
                                  seed=settings.seed, max_evaluations=8, pipeline_runs=1,
                                  checkpoint_dir=settings.checkpoint_dir)
     torch_reference = Reference(preset, preset.resolution, settings.checkpoint_dir, sources=sources,
-                                images={key: reference.image})
+                                images={key: reference.image}, latents={key: reference.latent})
     plan = make_plan(preset, out / "plans" / plan_runtime, plan_settings, out / "artifacts", out / "calibration",
                      overwrite=True, progress=lambda message: progress(f"plan {plan_runtime}: {message}"),
                      quantized=quantized, component_ms=component_ms, reference=torch_reference,

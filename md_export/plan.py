@@ -4,7 +4,9 @@
      (quantized into OUT/quantized/<recipe>; a recipe that fails to convert is a row, not a crash)
   2. each component artifact timed on its reference inputs, in alternation with its rivals; a
      configuration's end-to-end estimate = text + UNet calls x steps + decoder
-  3. configurations evaluated in increasing estimate: final-image PSNR against the fp32 torch
+  3. each quantized decoder alone on the fp32 torch pipeline's own latents: one that misses the
+     image gate there is screened out, its configurations not evaluated; the other
+     configurations evaluated in increasing estimate: final-image PSNR against the fp32 torch
      pipeline and, where the weights are trained, the prompt-fidelity gate; the first to pass all
      gates is the choice (the all-fp32 configuration is also evaluated, as the reference row)
   4. the choice and the all-fp32 configuration timed end to end as whole pipelines, in
@@ -260,7 +262,8 @@ class Reference:
     built only if a picture or a fidelity run is missing."""
 
     def __init__(self, preset: Preset, resolution: int, checkpoint_dir: str | None, weight_seed: int = 0,
-                 sources: dict[str, str] | None = None, images: dict[tuple, np.ndarray] | None = None):
+                 sources: dict[str, str] | None = None, images: dict[tuple, np.ndarray] | None = None,
+                 latents: dict[tuple, np.ndarray] | None = None):
         self._args = (preset, resolution, checkpoint_dir, weight_seed)
         self._pipeline = None
         if sources is None:
@@ -269,6 +272,7 @@ class Reference:
             self.sources = sources
         self.trained = not all(text.startswith("random") for text in self.sources.values())
         self._images: dict[tuple, np.ndarray] = dict(images or {})  # (prompt, steps, seed, guidance) -> image
+        self._latents: dict[tuple, np.ndarray] = dict(latents or {})  # the same keys -> final latent
         self._fidelity = None
 
     def _build(self) -> None:
@@ -287,8 +291,20 @@ class Reference:
     def image(self, prompt: str, steps: int, seed: int, guidance: float) -> np.ndarray:
         key = (prompt, steps, seed, guidance)
         if key not in self._images:
-            self._images[key] = self.pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
+            self._draw(key)
         return self._images[key]
+
+    def latent(self, prompt: str, steps: int, seed: int, guidance: float) -> np.ndarray:
+        """The final latent torch's picture was decoded from (the decoder screen's input)."""
+        key = (prompt, steps, seed, guidance)
+        if key not in self._latents:
+            self._draw(key)
+        return self._latents[key]
+
+    def _draw(self, key: tuple) -> None:
+        prompt, steps, seed, guidance = key
+        generation = self.pipeline.generate(prompt, steps, seed, guidance_scale=guidance)
+        self._images[key], self._latents[key] = generation.image, generation.latent
 
     def fidelity(self, prompts: list[str], steps: int, guidance: float):
         from .quality.evaluate import measure
@@ -297,6 +313,44 @@ class Reference:
             generate = lambda prompt, seed: self.pipeline.generate(prompt, steps, seed, guidance_scale=guidance).image
             self._fidelity = measure(generate, prompts, [0], "torch fp32")
         return self._fidelity
+
+
+def screen_decoders(candidates: list[ComponentCandidate], reference: Reference, settings: PlanSettings, steps: int,
+                    guidance: float, progress: Progress) -> dict[str, dict]:
+    """Step 3a: every quantized decoder alone, on the final latents of the fp32 torch pipeline
+    (one decoder call per gate prompt): recipe -> its image PSNRs against torch's pictures and
+    whether they clear the image gate. A configuration decodes a latent its own text encoder and
+    UNet already moved off torch's; a decoder that misses the gate on torch's exact latent is not
+    expected to meet it there, so its configurations are not evaluated (a decoder call each
+    instead of a whole pipeline per configuration). Measured on mobilediffusion at 512 (README
+    command 1's prompt, 2-core Zen 4-class EPYC): onnxruntime's static int8 decoder 28.9 dB alone on
+    torch's latent, 27.4 dB after the int8 UNet (with the int8 or the fp32 text encoder), where the
+    fp32 decoder gave 32.9 dB; LiteRT's dynamic int8 decoder 43.0 dB alone, 38.7 dB after the int8
+    UNet. The screen took 2.7 s and 4.0 s; each configuration it spares runs a whole pipeline (about
+    20 s on onnxruntime there)."""
+    from .parity import psnr_db
+    from .pipeline import image_to_uint8
+
+    screened = {}
+    for candidate in candidates:
+        if candidate.component != "vae_decoder" or candidate.recipe == FP32 or candidate.error is not None:
+            continue
+        progress(f"decoder alone: {candidate.recipe} on the torch pipeline's latents")
+        runner = open_candidate(candidate)
+        psnrs = []
+        for prompt, seed in settings.gate_prompts():
+            latent = reference.latent(prompt, steps, seed, guidance).astype(np.float32)
+            image = image_to_uint8(runner.run({"latent": latent})["image"])
+            psnrs.append(round(psnr_db(reference.image(prompt, steps, seed, guidance).astype(np.float64),
+                                       image.astype(np.float64)), 2))
+        del runner
+        passed = min(psnrs) >= settings.min_psnr_db
+        screened[candidate.recipe] = {"image_psnr_db": psnrs, "passed": passed}
+        if not passed:
+            screened[candidate.recipe]["reason"] = (
+                f"decoder {candidate.recipe} alone: image PSNR {min(psnrs):.1f} dB < {settings.min_psnr_db:g} dB "
+                "on the torch pipeline's own latents")
+    return screened
 
 
 def evaluate(config: Configuration, reference: Reference, preset: Preset, settings: PlanSettings, steps: int,
@@ -452,6 +506,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     if reference is None:
         progress("fp32 torch reference")
         reference = Reference(preset, resolution, settings.checkpoint_dir, weight_seed)
+    screen = screen_decoders(candidates, reference, settings, steps, guidance, progress)
     rows, choice = [], None
     baseline = next(c for _, c in ranked if all(p.recipe == FP32 for p in c.parts))
     estimates = {config: estimate for estimate, config in ranked}
@@ -459,7 +514,10 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     evaluated = 0
     for estimate, config in ranked:
         row = {"components": config.recipes(), "estimated_ms": estimate, "evaluated": False}
-        if (choice is None and evaluated < settings.max_evaluations) or config is baseline:
+        decoder_screen = screen.get(config.parts[2].recipe, {})
+        if config is not baseline and not decoder_screen.get("passed", True):
+            row["screened_out"] = decoder_screen["reason"]
+        elif (choice is None and evaluated < settings.max_evaluations) or config is baseline:
             evaluated += 1
             progress(f"evaluating {_name(config)} (estimated {estimate:.1f} ms)")
             pipeline = mixed_pipeline(config, preset)
@@ -504,6 +562,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
                         "component_timing": timing_source,
                         "estimate": "text + UNet calls per step x steps + decoder, per-call medians"},
         "weights": reference.sources,
+        "decoder_screen": screen,
         "component_candidates": [{"component": c.component, "recipe": c.recipe, "directory": c.directory,
                                   "file": c.entry["file"] if c.entry else None, "ms": c.ms, "error": c.error}
                                  for c in sorted(candidates, key=lambda c: (COMPONENTS.index(c.component),
@@ -581,7 +640,7 @@ def markdown(plan: dict) -> str:
             verdict = ("**chosen**: " if row.get("chosen") else ("passed: " if row["passed"] else "FAILED: ")) + row["reason"]
             psnr = f"{row['min_image_psnr_db']:.1f} / {row['mean_image_psnr_db']:.1f}"
         else:
-            fid_text, verdict, psnr = "-", "not evaluated", "-"
+            fid_text, verdict, psnr = "-", f"not evaluated: {row['screened_out']}" if row.get("screened_out") else "not evaluated", "-"
         lines.append(f"| {parts['text_encoder']} | {parts['unet']} | {parts['vae_decoder']} | {row['estimated_ms']:.1f} | "
                      f"{psnr} | {fid_text} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -41,7 +41,16 @@ def test_plan_writes_choice_and_candidate_table(tiny_plan):
     assert len(chosen) == 1 and chosen[0]["components"] == plan["choice"]
     assert chosen[0]["passed"] and chosen[0]["min_image_psnr_db"] >= plan["gates"]["min_image_psnr_db"]
     before = rows[:rows.index(chosen[0])]
-    assert all(r["evaluated"] and not r["passed"] for r in before)  # the first passing row is the choice
+    # the first passing row is the choice: each row before it failed, or its decoder alone missed the gate
+    assert all((r["evaluated"] and not r["passed"]) or (not r["evaluated"] and "alone" in r["screened_out"])
+               for r in before)
+    screen = plan["decoder_screen"]
+    assert set(screen) == runnable["vae_decoder"] - {"fp32"}  # every quantized decoder, on torch's latents
+    for recipe, result in screen.items():
+        assert result["passed"] == (min(result["image_psnr_db"]) >= plan["gates"]["min_image_psnr_db"])
+        if not result["passed"]:
+            assert all(not r["evaluated"] for r in rows if r["components"]["vae_decoder"] == recipe
+                       and set(r["components"].values()) != {"fp32"})
     baseline = next(r for r in rows if set(r["components"].values()) == {"fp32"})
     assert baseline["evaluated"]  # the fp32 reference row is always measured
     assert any(not r["evaluated"] for r in rows)  # the search stopped: not every combination ran
@@ -112,6 +121,48 @@ def test_candidate_that_breaks_the_image_gate_is_never_chosen(tiny_plan, tmp_pat
     assert plan["choice"]["unet"] != broken
     assert not any(r.get("chosen") for r in rows if r["components"]["unet"] == broken)
     assert not (second / "artifacts").exists() and not (second / "calibration").exists()  # reused, not redone
+
+
+class _NoisyDecoder(_Noise):
+    def run(self, feeds):
+        latent = feeds["latent"]
+        size = latent.shape[-1] * 8
+        return {"image": np.random.default_rng(0).uniform(-1, 1, (latent.shape[0], 3, size, size)).astype(np.float32)}
+
+
+def test_decoder_that_alone_breaks_the_image_gate_is_screened_out(tiny_plan, tmp_path, monkeypatch):
+    """The decoder alone, on the torch pipeline's latents, misses the gate: none of its
+    configurations runs a pipeline, none is chosen, and the plan says why."""
+    out, _ = tiny_plan
+    broken = "onnx-fp16"
+    real_open, real_time = plan_module.open_candidate, plan_module.time_candidates
+    opened = []
+
+    def open_candidate(candidate):
+        opened.append((candidate.component, candidate.recipe))
+        runner = real_open(candidate)
+        return _NoisyDecoder(runner) if (candidate.component, candidate.recipe) == ("vae_decoder", broken) else runner
+
+    def time_candidates(candidates, runs, progress):
+        timed = real_time(candidates, runs, progress)
+        return [replace(c, ms=1e-6) if (c.component, c.recipe) == ("vae_decoder", broken) and c.ms is not None else c
+                for c in timed]
+
+    monkeypatch.setattr(plan_module, "open_candidate", open_candidate)
+    monkeypatch.setattr(plan_module, "time_candidates", time_candidates)
+    second = tmp_path / "plan3"
+    assert main(["plan", *TINY, "--out", str(second), "--artifacts", str(out / "artifacts"),
+                 "--calibration", str(out / "calibration")]) == 0
+    plan = json.loads((second / "plan.json").read_text())
+    assert plan["decoder_screen"][broken]["passed"] is False
+    assert max(plan["decoder_screen"][broken]["image_psnr_db"]) < 15  # uniform noise against a picture
+    rows = [r for r in plan["candidates"] if r["components"]["vae_decoder"] == broken]
+    assert rows and rows[0] is plan["candidates"][0]  # the fastest by far, so it would have been evaluated first
+    assert all(not r["evaluated"] and "alone" in r["screened_out"] for r in rows)
+    assert plan["choice"]["vae_decoder"] != broken
+    # opened once for the screen (after the timing), never for a pipeline
+    assert opened.count(("vae_decoder", broken)) == 2
+    assert "not evaluated: decoder onnx-fp16 alone" in (second / "plan.md").read_text()
 
 
 def test_no_passing_configuration_fails_with_the_plan_written(tiny_plan, tmp_path, capsys):
