@@ -5,7 +5,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from md_export.calibration.builders import (CalibrationError, CalibrationSettings, build_calibration, calibration_feeds,
-                                  load_prompts)
+                                  load_prompts, photo_latents_match)
 from md_export.models import get_preset
 
 
@@ -30,12 +30,23 @@ def test_shards_hold_real_sampler_inputs(calibration_dir):
     assert unet["latent"].shape == (12, 4, 8, 8) and unet["text_emb"].shape == (12, 77, 64)
     assert sorted(set(unet["timestep"].tolist())) == [1.0, 501.0]
     assert load_file(str(calibration_dir / "text_encoder.safetensors"))["input_ids"].shape == (4, 77)  # + ""
-    # final latents of the 3 runs; the 6 photos through the random-weight VAE encoder land 100x
-    # narrower than the sampler's latents, so they are left out of the decoder's set, and said so
+    # final latents of the 3 runs; a random-weight VAE encoder does not map into the UNet's latent
+    # space, so the photos are left out of the decoder's set (not even encoded), and said so
     assert load_file(str(calibration_dir / "vae_decoder.safetensors"))["latent"].shape == (3, 4, 8, 8)
     assert manifest["samples"] == {"text_encoder": 4, "unet": 12, "vae_decoder": 3}
     note = manifest["photo_latents"]
-    assert not note["used_for_vae_decoder"] and note["sampler_over_photo_std"] > 10 and "left out" in note["reason"]
+    assert not note["used_for_vae_decoder"] and "left out" in note["reason"] and "random weights" in note["reason"]
+    assert "sampler_over_photo_std" not in note
+
+
+def test_photo_latents_off_the_sampler_distribution_are_left_out():
+    # what the random-weight encoder gave on mobilediffusion-tiny: latents 100x narrower than the sampler's
+    rng = np.random.default_rng(0)
+    sampler, narrow = rng.standard_normal((3, 4, 8, 8)), 0.01 * rng.standard_normal((6, 4, 8, 8))
+    used, note = photo_latents_match(sampler, narrow)
+    assert not used and note["sampler_over_photo_std"] > 10 and "left out" in note["reason"]
+    used, note = photo_latents_match(sampler, 0.6 * rng.standard_normal((6, 4, 8, 8)))  # trained micro: 1.5-1.8
+    assert used and "reason" not in note
 
 
 def test_photos_calibrate_the_decoder_when_the_encoder_matches_the_latent_space(tmp_path):
@@ -116,14 +127,15 @@ def test_overwrite_replaces_only_after_success(tmp_path, monkeypatch):
     def broken_photos(*args, **kwargs):  # fails after the sampling, before anything is written
         raise RuntimeError("photos unavailable")
 
+    trained = get_preset("mobilediffusion-micro")  # its trained encoder encodes the photos; a random one would not
     with monkeypatch.context() as patch:
         patch.setattr("md_export.calibration.builders.photo_batch", broken_photos)
         with pytest.raises(RuntimeError, match="photos unavailable"):
-            build_calibration(get_preset("mobilediffusion-tiny"), folder, settings, overwrite=True)
+            build_calibration(trained, folder, settings, overwrite=True)
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]  # the failed run kept the old folder
     assert [p.name for p in tmp_path.iterdir()] == ["D"]  # and left no staging sibling
 
-    build_calibration(get_preset("mobilediffusion-tiny"), folder, settings, overwrite=True)
+    build_calibration(trained, folder, settings, overwrite=True)
     assert not (folder / "keep.txt").exists() and (folder / "calibration.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["D"]  # the set-aside old folder is gone too
 
