@@ -357,7 +357,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     prof.add_argument("--depth", type=int, default=2,
                       help="module path parts of the grouped view (default 2: down_blocks.1)")
     prof.add_argument("--seed", type=int, default=0, help="seed of random inputs when there are no reference ones")
-    prof.add_argument("--binary", help="LiteRT: TFLite benchmark_model to run (default: benchmark_model on PATH)")
+    prof.add_argument("--binary", help="LiteRT: time TFLite's builtin kernels per module with this benchmark_model "
+                           "(default: the ai-edge-litert wheel's own profiler, on XNNPACK's operators)")
     prof.add_argument("--json", metavar="OUT", help="write the result JSON here")
     prof.add_argument("--markdown", metavar="OUT", help="write the Markdown tables here")
     prof.add_argument("--chart", metavar="OUT", help="write a PNG chart (top modules and op types) here")

@@ -4,7 +4,9 @@ PyTorch module, from the runtime's own per-kernel timings.
     .onnx   ─> onnxruntime session, enable_profiling ─> warm-up + timed runs ─> Chrome-trace JSON
             ─> "Node" events `<node>_kernel_time` inside the last N `model_run` spans
             ─> node name ─> longest module scope of the file's own nodes (module_of) ─> leaf module
-    .tflite ─> TFLite benchmark_model --enable_op_profiling ─> "Run Order" table of the timed runs
+    .tflite ─> LiteRT's own profiler through the wheel's C API (runtimes/litert_profiler.py) ─> the
+               XNNPACK operators of each timed run, by op type (no module names: XNNPACK keeps none)
+    .tflite --binary B ─> TFLite benchmark_model --enable_op_profiling ─> "Run Order" table of the timed runs
             ─> "[output tensor]:index" ─> litert-torch scope "pkg.Class_attr/..." ─> walk the preset's
                module tree (built on the meta device) ─> leaf module
                                   │
@@ -230,20 +232,10 @@ def profile_onnx(source: Source, runs: int, warmup: int, threads: int, seed: int
 # ---- LiteRT: TFLite benchmark_model -------------------------------------------------------------
 
 
-def find_benchmark_model(binary: str | None) -> str:
-    if binary:
-        if not Path(binary).is_file() or not os.access(binary, os.X_OK):
-            raise MdExportError(f"--binary {binary}: not an executable file")
-        return binary
-    found = shutil.which(TOOL)
-    if found is None:
-        # The wheel's litert-benchmark (CompiledModel API) has no per-op option, and neither has the
-        # Python Interpreter: per-op LiteRT times need the native tool. Say so rather than estimate.
-        raise MdExportError(
-            f"LiteRT per-op times need TFLite's native {TOOL} (--enable_op_profiling); ai-edge-litert's "
-            f"litert-benchmark and Python Interpreter have no op profiler. Build it from the LiteRT sources "
-            f"(bazel build -c opt //tflite/tools/benchmark:benchmark_model) and pass --binary PATH or put it on PATH")
-    return found
+def find_benchmark_model(binary: str) -> str:
+    if not Path(binary).is_file() or not os.access(binary, os.X_OK):
+        raise MdExportError(f"--binary {binary}: not an executable file")
+    return binary
 
 
 def _check_tflite(path: Path) -> list[str]:
@@ -428,6 +420,36 @@ def litert_modules(rows: list[OpRow], module) -> tuple[list[str], dict | None]:
     return modules, names.counts if names else None
 
 
+def profile_litert_c_api(source: Source, runs: int, warmup: int, threads: int, seed: int) -> Measured:
+    """The wheel's own LiteRT profiler (md_export.runtimes.litert_profiler): the XNNPACK operators a
+    CPU CompiledModel runs, per call in run order. Node i is the i-th operator of every run."""
+    from md_export.runtimes.litert_profiler import environment_note, profile_tflite
+
+    signatures = _check_tflite(source.path)
+    signature = (source.entry or {}).get("signature") if len(signatures) > 1 else None
+    measured = profile_tflite(source.path, signature, runs, warmup, threads, seed)
+    per_run: dict[int, list] = defaultdict(list)
+    for event in measured.events:
+        per_run[event.run].append(event)
+    if len({len(events) for events in per_run.values()}) != 1:
+        raise MdExportError(f"LiteRT ran a different number of operators per run on {source.path.name}: "
+                            "its profile cannot be lined up by node")
+    first = per_run[0]
+    nodes = [NodeTime(f"{index:04d} {event.op_type}", event.op_type if event.delegated else f"{event.op_type} (builtin)",
+                      UNMAPPED, sum(per_run[run][index].ms for run in per_run) / len(per_run))
+             for index, event in enumerate(first)]
+    builtin = sum(not event.delegated for event in first)
+    notes = [environment_note(),
+             "XNNPACK's operators carry no TFLite node or tensor name: no per-module view (pass --binary "
+             f"{TOOL} for TFLite's builtin kernels by module)",
+             f"{len(first) - builtin} operators inside XNNPACK, {builtin} TFLite builtin kernel(s) outside it "
+             "(op types marked '(builtin)')",
+             f"seeded random inputs (seed {seed}; op times do not depend on values)"]
+    totals = [sum(event.ms for event in per_run[run]) for run in sorted(per_run)]
+    return Measured(nodes, len(per_run), float(np.median(totals)), "median", float(np.median(measured.wall_ms)),
+                    f"random (seed {seed})", notes)
+
+
 def profile_litert(source: Source, runs: int, warmup: int, threads: int, binary: str | None) -> Measured:
     from .parsers import ParseError, parse_benchmark_model
 
@@ -505,8 +527,11 @@ def profile(path: str | Path, runs: int = 5, warmup: int = 1, threads: int | Non
     if source.fmt == "onnx":
         return build_result(source, "onnxruntime", profile_onnx(source, runs, warmup, threads, seed), threads,
                             warmup, depth, top)
-    return build_result(source, "litert", profile_litert(source, runs, warmup, threads, binary), threads,
-                        warmup, depth, top)
+    # --binary: TFLite's benchmark_model with its builtin kernels, every node named and mapped to a
+    # module; otherwise the wheel's own profiler, on the XNNPACK operators a CompiledModel runs
+    measured = (profile_litert(source, runs, warmup, threads, binary) if binary
+                else profile_litert_c_api(source, runs, warmup, threads, seed))
+    return build_result(source, "litert", measured, threads, warmup, depth, top)
 
 
 # ---- Markdown and chart ---------------------------------------------------------------------------
@@ -533,8 +558,9 @@ def markdown(result: dict, top: int) -> str:
         "",
     ]
     lines += _table("op type", result["by_op_type"], "op_type", "count", top)
-    lines += _table(f"module (depth {result['depth']})", result["by_module"], "module", "nodes", top)
-    lines += _table("leaf module", result["by_leaf_module"], "module", "nodes", top)
+    if any(row["module"] != UNMAPPED for row in result["by_module"]):  # else one "(unmapped)" row: the notes say why
+        lines += _table(f"module (depth {result['depth']})", result["by_module"], "module", "nodes", top)
+        lines += _table("leaf module", result["by_leaf_module"], "module", "nodes", top)
     lines += [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
 
