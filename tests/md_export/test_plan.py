@@ -1,8 +1,10 @@
 """`md-export plan` on mobilediffusion-tiny: a choice and its candidate table; a candidate whose
-image breaks the gate is evaluated, fails, and is never chosen. No timing is asserted."""
+image breaks the gate is evaluated, fails, and is never chosen; a decoder that breaks it alone is
+screened out before any pipeline runs. No timing is asserted."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,27 +95,34 @@ class _Noise:
         return {"prediction": np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 50}
 
 
-def test_candidate_that_breaks_the_image_gate_is_never_chosen(tiny_plan, tmp_path, monkeypatch):
-    out, _ = tiny_plan
-    broken = "onnx-dynamic-int8"
+def _plan_with_broken(tiny_plan, out: Path, monkeypatch, component: str, recipe: str, wrapper) -> tuple[dict, list]:
+    """The plan again over the tiny plan's artifacts, with one candidate's runner wrapped to break
+    it and made the fastest by far, so it heads the ranking; returns (plan.json, runners opened)."""
+    source, _ = tiny_plan
     real_open, real_time = plan_module.open_candidate, plan_module.time_candidates
+    opened = []
 
     def open_candidate(candidate):
+        opened.append((candidate.component, candidate.recipe))
         runner = real_open(candidate)
-        return _Noise(runner) if (candidate.component, candidate.recipe) == ("unet", broken) else runner
+        return wrapper(runner) if (candidate.component, candidate.recipe) == (component, recipe) else runner
 
     def time_candidates(candidates, runs, progress):
         timed = real_time(candidates, runs, progress)
-        # the broken UNet is made the fastest by far, so it heads the ranking and is evaluated first
-        return [replace(c, ms=1e-6) if (c.component, c.recipe) == ("unet", broken) and c.ms is not None else c
+        return [replace(c, ms=1e-6) if (c.component, c.recipe) == (component, recipe) and c.ms is not None else c
                 for c in timed]
 
     monkeypatch.setattr(plan_module, "open_candidate", open_candidate)
     monkeypatch.setattr(plan_module, "time_candidates", time_candidates)
+    assert main(["plan", *TINY, "--out", str(out), "--artifacts", str(source / "artifacts"),
+                 "--calibration", str(source / "calibration")]) == 0
+    return json.loads((out / "plan.json").read_text()), opened
+
+
+def test_candidate_that_breaks_the_image_gate_is_never_chosen(tiny_plan, tmp_path, monkeypatch):
+    broken = "onnx-dynamic-int8"
     second = tmp_path / "plan2"
-    assert main(["plan", *TINY, "--out", str(second), "--artifacts", str(out / "artifacts"),
-                 "--calibration", str(out / "calibration")]) == 0
-    plan = json.loads((second / "plan.json").read_text())
+    plan, _ = _plan_with_broken(tiny_plan, second, monkeypatch, "unet", broken, _Noise)
     rows = plan["candidates"]
     assert rows[0]["components"]["unet"] == broken
     failed = [r for r in rows if r["components"]["unet"] == broken and r["evaluated"]]
@@ -133,27 +142,9 @@ class _NoisyDecoder(_Noise):
 def test_decoder_that_alone_breaks_the_image_gate_is_screened_out(tiny_plan, tmp_path, monkeypatch):
     """The decoder alone, on the torch pipeline's latents, misses the gate: none of its
     configurations runs a pipeline, none is chosen, and the plan says why."""
-    out, _ = tiny_plan
     broken = "onnx-fp16"
-    real_open, real_time = plan_module.open_candidate, plan_module.time_candidates
-    opened = []
-
-    def open_candidate(candidate):
-        opened.append((candidate.component, candidate.recipe))
-        runner = real_open(candidate)
-        return _NoisyDecoder(runner) if (candidate.component, candidate.recipe) == ("vae_decoder", broken) else runner
-
-    def time_candidates(candidates, runs, progress):
-        timed = real_time(candidates, runs, progress)
-        return [replace(c, ms=1e-6) if (c.component, c.recipe) == ("vae_decoder", broken) and c.ms is not None else c
-                for c in timed]
-
-    monkeypatch.setattr(plan_module, "open_candidate", open_candidate)
-    monkeypatch.setattr(plan_module, "time_candidates", time_candidates)
     second = tmp_path / "plan3"
-    assert main(["plan", *TINY, "--out", str(second), "--artifacts", str(out / "artifacts"),
-                 "--calibration", str(out / "calibration")]) == 0
-    plan = json.loads((second / "plan.json").read_text())
+    plan, opened = _plan_with_broken(tiny_plan, second, monkeypatch, "vae_decoder", broken, _NoisyDecoder)
     assert plan["decoder_screen"][broken]["passed"] is False
     assert max(plan["decoder_screen"][broken]["image_psnr_db"]) < 15  # uniform noise against a picture
     rows = [r for r in plan["candidates"] if r["components"]["vae_decoder"] == broken]
