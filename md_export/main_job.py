@@ -230,7 +230,7 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
                 gflops[item["component"]] = item.get("gflops")
     peak = best_of_peaks(peaks) if peaks else None
     plan_settings = PlanSettings(runtime=plan_runtime, steps=settings.steps, prompt_texts=(settings.prompt,),
-                                 seed=settings.seed, max_evaluations=8, pipeline_runs=1,
+                                 seed=settings.seed, max_evaluations=8, pipeline_runs=1, timing_runs=3,
                                  checkpoint_dir=settings.checkpoint_dir)
     torch_reference = Reference(preset, preset.resolution, settings.checkpoint_dir, sources=sources,
                                 images={key: reference.image}, latents={key: reference.latent})
