@@ -3,6 +3,7 @@ image breaks the gate is evaluated, fails, and is never chosen; a decoder that b
 screened out before any pipeline runs. No timing is asserted."""
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -153,6 +154,27 @@ def test_decoder_that_alone_breaks_the_image_gate_is_screened_out(tiny_plan, tmp
     assert plan["choice"]["vae_decoder"] != broken
     # opened once for the screen (after the timing), never for a pipeline
     assert opened.count(("vae_decoder", broken)) == 2
+    assert Counter(opened) == _expected_opens(plan)
+
+
+def _expected_opens(plan: dict) -> Counter:
+    """How often each artifact should be opened: once to time it, once more if a quantized decoder
+    (the screen), and once per evaluated configuration that has it, unless a kept pipeline (the
+    choice, fp32) already holds its runner: a second session of it would double its memory."""
+    expected = Counter()
+    for c in plan["component_candidates"]:
+        if c["error"] is None or c["error"].startswith("does not run"):
+            expected[(c["component"], c["recipe"])] += 1
+    for recipe in plan["decoder_screen"]:
+        expected[("vae_decoder", recipe)] += 1
+    kept = set()
+    for row in plan["candidates"]:
+        if row["evaluated"]:
+            parts = set(row["components"].items())
+            expected.update(parts - kept)
+            if row.get("chosen") or set(row["components"].values()) == {"fp32"}:
+                kept |= parts
+    return expected
     assert "not evaluated: decoder onnx-fp16 alone" in (second / "plan.md").read_text()
 
 
