@@ -29,11 +29,15 @@ class VAEAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(channels, channels)])
         self.scale = channels ** -0.5
 
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """q k^T, a method of its own so that an exporter can choose its lowering (tflite.py does)."""
+        return torch.matmul(q, k.transpose(1, 2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
         tokens = self.group_norm(x).reshape(batch, channels, height * width).transpose(1, 2)
         q, k, v = self.to_q(tokens), self.to_k(tokens), self.to_v(tokens)
-        weights = (torch.matmul(q, k.transpose(1, 2)) * self.scale).softmax(dim=-1)
+        weights = (self.scores(q, k) * self.scale).softmax(dim=-1)
         out = self.to_out[0](torch.matmul(weights, v))
         return x + out.transpose(1, 2).reshape(batch, channels, height, width)
 

@@ -5,7 +5,8 @@ litert-torch shares the weights between signatures. Token ids: LiteRT has no int
 phones, the converter makes `input_ids` int32 and the runner casts.
 
 Convolutions whose fp32 kernel is over 32 MiB are emitted as output-channel groups (see
-`split_large_convs`) so that AI Edge Quantizer can quantize them.
+`split_large_convs`) so that AI Edge Quantizer can quantize them; the VAE attention's q k^T is
+lowered as a BATCH_MATMUL that XNNPACK runs (`attention_scores_as_batch_matmul`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,32 @@ def split_large_convs(modules: Iterable[nn.Module], limit: int = AEQ_CHUNKED_BYT
             del conv.forward  # back to the class's forward
 
 
+def _einsum_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bic,bjc->bij", q, k)
+
+
+@contextlib.contextmanager
+def attention_scores_as_batch_matmul(modules: Iterable[nn.Module]) -> Iterator[int]:
+    """While converting, compute the VAE attention's q k^T as an einsum. As a matmul with a
+    transposed k (3-D, batch 1) the converter emits a FULLY_CONNECTED whose weights are k;
+    XNNPACK takes only constant weights, so TFLite's builtin kernel ran it: 297-327 ms of the 512
+    decoder's 3.9-4.2 s (md-export bench profile). As an einsum it is a BATCH_MATMUL that XNNPACK
+    runs: the decoder 3,924 -> 3,608 ms (3 runs each, 2-core AVX2 EPYC). LiteRT only: in ONNX it
+    would be an Einsum node that onnx-static-int8 (which quantizes MatMul) leaves float. Restored
+    on exit; yields how many attentions were switched."""
+    from md_export.models.vae_kl import VAEAttention
+
+    # by id: the targets of a multi-resolution export share one module
+    patched = list({id(m): m for module in modules for m in module.modules() if isinstance(m, VAEAttention)}.values())
+    for attention in patched:
+        attention.scores = types.MethodType(_einsum_scores, attention)
+    try:
+        yield len(patched)
+    finally:
+        for attention in patched:
+            del attention.scores  # back to the class's method
+
+
 def convert(targets: list[ExportTarget], path: Path, before_write: Callable[[], None] | None = None
             ) -> dict[str, str]:
     """Convert one network at one or more shapes into one fp32 file. Returns target tag -> signature.
@@ -128,7 +155,8 @@ def convert(targets: list[ExportTarget], path: Path, before_write: Callable[[], 
     import litert_torch
 
     try:
-        with quiet(), split_large_convs(target.module for target in targets):
+        modules = [target.module for target in targets]
+        with quiet(), split_large_convs(modules), attention_scores_as_batch_matmul(modules):
             converter = None
             for target in targets:
                 add = litert_torch.signature if converter is None else converter.signature

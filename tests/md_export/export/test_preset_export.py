@@ -101,3 +101,38 @@ def test_pipeline_runs_end_to_end_on_exported_runners(exported, runtime, tmp_pat
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("parity vs torch"))
     image_psnr = float(line.split("image PSNR ")[1].split(" dB")[0])
     assert image_psnr > 40.0, line  # fp32 runtimes: the same picture up to uint8 rounding
+
+
+def test_litert_decoder_feeds_xnnpack_constant_weights_only(exported):
+    """XNNPACK runs a FULLY_CONNECTED only with constant weights: the VAE attention's q k^T is
+    exported as a BATCH_MATMUL (tflite.attention_scores_as_batch_matmul), not as a fully connected
+    whose weights are k, which fell to TFLite's builtin kernel (8% of the 512 decoder)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, entries = exported
+    for component in ("vae_decoder", "vae_encoder"):
+        entry = next(e for e in entries if e["format"] == "tflite" and e["component"] == component
+                     and e["precision"] == "fp32")
+        ops = Interpreter(model_path=str(out / entry["file"]))._get_ops_details()
+        computed = {t for op in ops for t in op["outputs"]}
+        fully_connected = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+        assert fully_connected and all(op["inputs"][1] not in computed for op in fully_connected)
+        assert sum(op["op_name"] == "BATCH_MATMUL" for op in ops) == 2  # q k^T and the weights x v
+
+
+def test_attention_scores_switch_only_while_converting():
+    import torch
+
+    from md_export.export.tflite import attention_scores_as_batch_matmul
+    from md_export.models.vae_kl import VAEAttention
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(VAEAttention(8, 2), VAEAttention(8, 2))
+    x = torch.randn(1, 8, 4, 4)
+    with torch.inference_mode():
+        before = module(x)
+        with attention_scores_as_batch_matmul([module, module]) as switched:  # shared: once each
+            assert switched == 2 and all("scores" in m.__dict__ for m in module)
+            during = module(x)
+    torch.testing.assert_close(during, before, rtol=0, atol=1e-6)  # the same product, another kernel
+    assert all("scores" not in m.__dict__ for m in module)  # the class's method again
