@@ -159,7 +159,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
         # in, whatever the other weights (measured: 100x narrower than the sampler's on
         # mobilediffusion-tiny). Encoding the photos only to leave them out cost 22.8 s of
         # README command 1's calibration (2 photos at 512, 2-core EPYC).
-        photo_latents, photos_used = None, False
+        photos_used = False
         photo_note = {"used_for_vae_decoder": False,
                       "reason": f"photo latents left out of the decoder's calibration: the VAE encoder has "
                                 f"{encoder.source}, so it does not map into the UNet's latent space; not encoded"}

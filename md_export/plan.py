@@ -325,6 +325,13 @@ class Reference:
             self._draw(key)
         return self._latents[key]
 
+    def image_psnr(self, image: np.ndarray, prompt: str, steps: int, seed: int, guidance: float) -> float:
+        """PSNR in dB (2 decimals) of a uint8 picture against torch's of the same prompt and seed."""
+        from .parity import psnr_db
+
+        return round(psnr_db(self.image(prompt, steps, seed, guidance).astype(np.float64),
+                             image.astype(np.float64)), 2)
+
     def _draw(self, key: tuple) -> None:
         prompt, steps, seed, guidance = key
         generation = self.pipeline.generate(prompt, steps, seed, guidance_scale=guidance)
@@ -352,7 +359,6 @@ def screen_decoders(candidates: list[ComponentCandidate], reference: Reference, 
     fp32 decoder gave 32.9 dB; LiteRT's dynamic int8 decoder 43.0 dB alone, 38.7 dB after the int8
     UNet. The screen took 2.7 s and 4.0 s; each configuration it spares runs a whole pipeline (about
     20 s on onnxruntime there)."""
-    from .parity import psnr_db
     from .pipeline import image_to_uint8
 
     screened = {}
@@ -365,8 +371,7 @@ def screen_decoders(candidates: list[ComponentCandidate], reference: Reference, 
         for prompt, seed in settings.gate_prompts():
             latent = reference.latent(prompt, steps, seed, guidance).astype(np.float32)
             image = image_to_uint8(runner.run({"latent": latent})["image"])
-            psnrs.append(round(psnr_db(reference.image(prompt, steps, seed, guidance).astype(np.float64),
-                                       image.astype(np.float64)), 2))
+            psnrs.append(reference.image_psnr(image, prompt, steps, seed, guidance))
         del runner
         passed = min(psnrs) >= settings.min_psnr_db
         screened[candidate.recipe] = {"image_psnr_db": psnrs, "passed": passed}
@@ -380,7 +385,6 @@ def screen_decoders(candidates: list[ComponentCandidate], reference: Reference, 
 def evaluate(config: Configuration, reference: Reference, preset: Preset, settings: PlanSettings, steps: int,
              guidance: float, progress: Progress, pipeline: TextToImagePipeline | None = None,
              on_generation: OnGeneration | None = None) -> Evaluation:
-    from .parity import psnr_db
     from .quality.evaluate import GateResult, measure
     from .quality.gate_margin import QUALITY_MARGIN
     from .quality.prompts import quality_prompts
@@ -392,8 +396,7 @@ def evaluate(config: Configuration, reference: Reference, preset: Preset, settin
         image = generation.image
         if on_generation is not None:
             on_generation(config, prompt, seed, generation)
-        psnrs.append(round(psnr_db(reference.image(prompt, steps, seed, guidance).astype(np.float64),
-                                   image.astype(np.float64)), 2))
+        psnrs.append(reference.image_psnr(image, prompt, steps, seed, guidance))
     if min(psnrs) < settings.min_psnr_db:
         return Evaluation(tuple(psnrs), None, False,
                           f"image PSNR {min(psnrs):.1f} dB < {settings.min_psnr_db:g} dB")
