@@ -67,19 +67,36 @@ def test_phases_in_child_processes_quantize_as_onnxruntime_does_in_one(decoder, 
 
 
 def test_preprocess_writes_what_quant_pre_process_writes(decoder, tmp_path):
-    """Ours reads and writes files (its peak on the 1.5 GB UNet is not two copies of the model);
-    the graph must be onnxruntime's preprocessing, node for node and weight for weight."""
+    """Ours is onnxruntime's optimisation written by onnxruntime (Python never holds the model, the
+    1.5 GB UNet included): node for node and weight for weight what quant_pre_process writes
+    without shape inference, and no leftovers beside it."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32, _ = decoder
     theirs = tmp_path / "theirs.onnx"
-    quant_pre_process(str(fp32), str(theirs), skip_symbolic_shape=True)
+    quant_pre_process(str(fp32), str(theirs), skip_symbolic_shape=True, skip_onnx_shape=True)
     (tmp_path / "ours").mkdir()
     ours = onnx_recipes.preprocess(fp32, tmp_path / "ours")
     assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["preprocessed.onnx"]  # no leftovers
     a, b = onnx.load(str(theirs)), onnx.load(str(ours))
-    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
-        [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
-    assert len(a.graph.node) > 10 and len(a.graph.value_info) > 10  # optimised and shape-inferred
+    assert len(a.graph.node) > 10
     assert a.graph.SerializeToString() == b.graph.SerializeToString()
-    assert {p.key: p.value for p in a.metadata_props} == {p.key: p.value for p in b.metadata_props}
+
+
+def test_shape_inference_before_quantize_static_changes_nothing(decoder, tmp_path):
+    """quantize_static infers shapes itself: our preprocessing leaves them out, and the quantized
+    model is bit for bit the one quantized from quant_pre_process's shape-inferred output."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, feeds = decoder
+    inferred = tmp_path / "inferred.onnx"
+    quant_pre_process(str(fp32), str(inferred), skip_symbolic_shape=True)
+    assert len(onnx.load(str(inferred)).graph.value_info) > 10  # what ours no longer computes
+    (tmp_path / "ours").mkdir()
+    ours = onnx_recipes.preprocess(fp32, tmp_path / "ours")
+    assert len(onnx.load(str(ours)).graph.value_info) == 0
+    a = onnx_recipes.static_int8(inferred, tmp_path / "from_inferred.onnx", feeds, preprocessed=True)
+    b = onnx_recipes.static_int8(ours, tmp_path / "from_ours.onnx", feeds, preprocessed=True)
+    got, expected = onnx.load(str(b)), onnx.load(str(a))
+    assert got.graph.SerializeToString() == expected.graph.SerializeToString()  # nodes, weights, scales
+    assert sum(n.op_type == "QuantizeLinear" for n in got.graph.node) > 20
