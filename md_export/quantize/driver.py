@@ -212,8 +212,10 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
     file = f"{stem}.{recipe.label}{suffix}"
     progress(f"{recipe.name}: {first['file']}")
     start = time.perf_counter()
+    model_outputs: dict[int, dict | None] = {}  # the fp32 outputs a calibration pass computed, by feed index
     try:
-        extra = _apply(recipe, first, group, source_path, staging / file, calibration, target_psnr, progress)
+        extra = _apply(recipe, first, group, source_path, staging / file, calibration, target_psnr, progress,
+                       model_outputs)
     except (BadArgumentError, CalibrationError):
         raise
     except Exception as exc:  # converters raise anything; name the recipe, the file and the reason
@@ -224,16 +226,16 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
         # a recipe whose policy matched no op writes the float model back: say so, do not ship it
         raise QuantizeError(f"{recipe.name} quantized nothing in {first['file']} (size unchanged): "
                             "no op of this model is supported by the recipe")
-    return _finish(recipe, group, file, staging, seconds, extra, artifacts, calibration)
+    return _finish(recipe, group, file, staging, seconds, extra, artifacts, calibration, model_outputs)
 
 
 def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, target: Path, calibration: Path | None,
-           target_psnr: float | None, progress: Progress) -> dict | None:
+           target_psnr: float | None, progress: Progress, model_outputs: dict) -> dict | None:
     """Run the recipe's backend; returns extra manifest fields (the fallback report of --target-psnr,
     the fp16 overflow scan, the W8A8 torch parity)."""
     if recipe.format == "onnx":
         weights = onnx_recipes.reduced_weight_range() if recipe.kind in INTEGER_ONNX_KINDS else None
-        extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress)
+        extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress, model_outputs)
         return (extra or {}) | ({"int8_weights": weights} if weights else {})
     if recipe.format == "tflite":
         signature_feeds = None
@@ -261,7 +263,7 @@ INTEGER_ONNX_KINDS = ("dynamic_int8", "static_int8", "static_int8_symmetric")
 
 
 def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, calibration: Path | None,
-                target_psnr: float | None, progress: Progress) -> dict | None:
+                target_psnr: float | None, progress: Progress, model_outputs: dict) -> dict | None:
     if recipe.calibration:
         feeds = _feeds(calibration, first)
     elif recipe.kind == "fp16" and calibration is not None:
@@ -277,8 +279,16 @@ def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, ca
         # the overflow scan runs on real inputs when given, else on the export's reference inputs
         scan = onnx_recipes.fp16(source_path, target, feeds or [load_reference(source_path.parent, first)[0]])
         return {"fp16_overflow": scan.as_dict()}
-    getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
+    if recipe.kind in CALIBRATION_PASS_KINDS:
+        # the calibration pass runs the fp32 model on every feed: it keeps the real reference's outputs
+        model_outputs.update({int(i): None for i in _real_reference_picks(len(feeds))})
+        getattr(onnx_recipes, recipe.kind)(source_path, target, feeds, model_outputs=model_outputs)
+    else:
+        getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
     return None
+
+
+CALIBRATION_PASS_KINDS = ("static_int8", "static_int8_symmetric", "w8a16")
 
 
 _QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
@@ -302,7 +312,7 @@ def _changed_anything(fmt: str, path: Path) -> bool:
 
 
 def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds: float, extra: dict | None,
-            artifacts: Path, calibration: Path | None) -> list[dict]:
+            artifacts: Path, calibration: Path | None, model_outputs: dict | None = None) -> list[dict]:
     results = []
     for entry in group:
         new = dict(entry)
@@ -312,26 +322,44 @@ def _finish(recipe: Recipe, group: list[dict], file: str, staging: Path, seconds
                     "tolerance": recipe.tolerances.lookup(entry["component"], recipe.label).as_dict()})
         new.update(extra or {})
         if calibration is not None and recipe.format != "coreml":
-            new["real_reference"] = _real_reference(artifacts, entry, calibration, staging)
+            new["real_reference"], new["real_reference_from"] = _real_reference(artifacts, entry, calibration,
+                                                                                 staging, model_outputs)
         results.append(new)
     return results
 
 
-def _real_reference(artifacts: Path, entry: dict, calibration: Path, staging: Path) -> str:
-    """A few real calibration inputs with the fp32 artifact's outputs on them."""
+def _real_reference_picks(count: int) -> list[int]:
+    return [int(i) for i in np.linspace(0, count - 1, min(REAL_REFERENCE_SAMPLES, count)).round().astype(int)]
+
+
+def _real_reference(artifacts: Path, entry: dict, calibration: Path, staging: Path,
+                    model_outputs: dict | None = None) -> tuple[str, str]:
+    """A few real calibration inputs with the fp32 model's outputs on them: the ones its
+    calibration pass kept (onnxruntime over the same fp32 graph with graph optimisations off, the
+    same inputs: the artifact's own outputs to float rounding), else the fp32 artifact run again.
+    Returns the file and where its outputs came from."""
     feeds = _feeds(calibration, entry)
-    picks = np.linspace(0, len(feeds) - 1, min(REAL_REFERENCE_SAMPLES, len(feeds))).round().astype(int)
-    runner = open_artifact(artifacts, entry)
+    picks = _real_reference_picks(len(feeds))
+    names = [output["name"] for output in entry["outputs"]]
+    kept = model_outputs or {}
+    if all(kept.get(i) is not None and set(names) <= set(kept[i]) for i in picks):
+        outputs = {name: [kept[i][name] for i in picks] for name in names}
+        source = "the fp32 graph in its calibration pass (onnxruntime, graph optimizations off)"
+    else:
+        runner = open_artifact(artifacts, entry)
+        results = [runner.run(feeds[i]) for i in picks]
+        outputs = {name: [result[name] for result in results] for name in names}
+        source = "the fp32 artifact"
     arrays = {}
     for name in entry["inputs"]:
         arrays[f"input:{name['name']}"] = np.concatenate([feeds[i][name["name"]] for i in picks])
-    for output in entry["outputs"]:
-        arrays[f"output:{output['name']}"] = np.concatenate([runner.run(feeds[i])[output["name"]] for i in picks])
+    for name in names:
+        arrays[f"output:{name}"] = np.concatenate(outputs[name])
     tag = Path(entry["reference"]).stem
     relative = f"reference/{tag}.real.npz"
     (staging / "reference").mkdir(exist_ok=True)
     np.savez(staging / relative, **arrays)
-    return relative
+    return relative, source
 
 
 def quantize_summary(entry: dict) -> str:

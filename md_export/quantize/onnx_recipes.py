@@ -115,9 +115,12 @@ def _isolated(fn, *args):
     return run_isolated(fn, *args)
 
 
-def calibrate_ranges(model_path: Path, op_types: list[str], feeds: list[dict[str, np.ndarray]], cache: Path) -> None:
+def calibrate_ranges(model_path: Path, op_types: list[str], feeds: list[dict[str, np.ndarray]], cache: Path,
+                     keep: tuple[int, ...] = ()) -> dict[int, dict[str, np.ndarray]]:
     """Min/max of every tensor quantize_static would calibrate, written where its
-    `calibration_cache_path` reads them: the calibration half of quantize_static, on its own."""
+    `calibration_cache_path` reads them: the calibration half of quantize_static, on its own.
+    Returns the model's own outputs (name -> array) on the feeds whose index is in `keep`: the
+    calibration pass computes them anyway."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
 
     import gc
@@ -138,9 +141,32 @@ def calibrate_ranges(model_path: Path, op_types: list[str], feeds: list[dict[str
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as the calibrator's own
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
-        calibrator.infer_session = ort.InferenceSession(augmented, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(augmented, options, providers=["CPUExecutionProvider"])
+        calibrator.infer_session = _KeepOutputs(session, calibrator.model_original_outputs, keep)
         calibrator.collect_data(FeedReader(feeds))
         save_tensors_data(calibrator.compute_data(), cache)
+        return calibrator.infer_session.kept
+
+
+class _KeepOutputs:
+    """The calibration session, keeping the model's own outputs (not the ranges onnxruntime's
+    calibrator adds) of the calls whose index is in `keep`."""
+
+    def __init__(self, session, names: set[str], keep: tuple[int, ...]):
+        self._session, self._names, self._keep = session, set(names), set(keep)
+        self._calls = 0
+        self.kept: dict[int, dict[str, np.ndarray]] = {}
+
+    def run(self, output_names, feed, *args, **kwargs):
+        result = self._session.run(output_names, feed, *args, **kwargs)
+        if output_names is None and self._calls in self._keep:
+            self.kept[self._calls] = {o.name: np.array(value) for o, value in zip(self._session.get_outputs(), result)
+                                      if o.name in self._names}
+        self._calls += 1
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
 
 
 class FeedReader:
@@ -242,9 +268,12 @@ FLOAT_OUTPUT_OPS = ["MatMul", "Gemm"]
 
 
 def static_int8(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path | None = None,
-                activation_type: str = "uint8", preprocessed: bool = False) -> Path:
+                activation_type: str = "uint8", preprocessed: bool = False,
+                model_outputs: dict[int, dict[str, np.ndarray]] | None = None) -> Path:
     """`preprocessed`: `fp32_path` already went through `preprocess` (node names in
-    `nodes_to_exclude` must be the preprocessed graph's). `activation_type`: a key of ACTIVATION_LAYOUTS."""
+    `nodes_to_exclude` must be the preprocessed graph's). `activation_type`: a key of ACTIVATION_LAYOUTS.
+    `model_outputs`: feed index -> None on entry; the fp32 model's outputs on those feeds are
+    filled in from the calibration pass (left None when a cache spared it)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quant_type, symmetric = ACTIVATION_LAYOUTS[activation_type]
@@ -269,7 +298,9 @@ def static_int8(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache:
         if not cache.is_file():
             if feeds is None:
                 raise ValueError("static quantization needs calibration feeds or an existing calibration cache")
-            phase(calibrate_ranges, Path(model), op_types, list(feeds), cache)
+            kept = phase(calibrate_ranges, Path(model), op_types, list(feeds), cache, tuple(model_outputs or ()))
+            if model_outputs is not None:
+                model_outputs.update(kept)
         # int16 activations run as float (no fused kernels): no pair sums to saturate
         reduce_range = activation_type != "int16" and reduced_weight_range()["reduce_range"]
         with vectorized_per_channel_weights():  # bit-identical, without a Python loop per channel
@@ -284,13 +315,13 @@ def static_int8(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache:
 
 
 def static_int8_symmetric(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path | None = None,
-                          preprocessed: bool = False) -> Path:
-    return static_int8(fp32_path, out, feeds, nodes_to_exclude, cache, "int8-symmetric", preprocessed)
+                          preprocessed: bool = False, model_outputs: dict | None = None) -> Path:
+    return static_int8(fp32_path, out, feeds, nodes_to_exclude, cache, "int8-symmetric", preprocessed, model_outputs)
 
 
 def w8a16(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache: Path | None = None,
-          preprocessed: bool = False) -> Path:
-    return static_int8(fp32_path, out, feeds, nodes_to_exclude, cache, "int16", preprocessed)
+          preprocessed: bool = False, model_outputs: dict | None = None) -> Path:
+    return static_int8(fp32_path, out, feeds, nodes_to_exclude, cache, "int16", preprocessed, model_outputs)
 
 
 def fp16(fp32_path: Path, out: Path, feeds=None, nodes_to_exclude=None):

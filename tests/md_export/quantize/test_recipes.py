@@ -129,3 +129,34 @@ def test_no_gate_keeps_going_and_says_so(workspace, capsys, tmp_path):
     assert main(args) == 0, capsys.readouterr().err
     gates = [e["gate"] for e in read_manifest(tmp_path / "q")["artifacts"]]
     assert gates and all(g == {"checked": False, "reason": "--no-gate"} for g in gates)
+
+
+def test_static_int8_real_reference_comes_from_its_calibration_pass(workspace, tmp_path, monkeypatch):
+    """The calibration pass runs the fp32 model on every calibration feed: the real reference keeps
+    those outputs instead of running the fp32 artifact again, and they are that artifact's own
+    outputs to float rounding (its graph optimizations reorder float sums)."""
+    import numpy as np
+
+    from md_export.quantize import driver
+    from md_export.runtimes.open import open_artifact
+
+    opened = []
+    monkeypatch.setattr(driver, "open_artifact", lambda *args, **kw: opened.append(args) or open_artifact(*args, **kw))
+    out = tmp_path / "static"
+    entries = driver.quantize_directory(workspace / "fp", "onnx-static-int8", out, workspace / "calib", gate=False,
+                                        speed_runs=0)
+    assert opened == []  # no fp32 artifact ran for the references
+    fp32 = {e["file"]: e for e in read_manifest(workspace / "fp")["artifacts"]}
+    for entry in entries:
+        assert entry["real_reference_from"].startswith("the fp32 graph in its calibration pass"), entry
+        stored = np.load(out / entry["real_reference"])
+        runner = open_artifact(workspace / "fp", fp32[entry["quantized_from"]])
+        names = [i["name"] for i in entry["inputs"]]
+        for row in range(stored[f"input:{names[0]}"].shape[0]):
+            got = runner.run({n: stored[f"input:{n}"][row:row + 1] for n in names})
+            for output in entry["outputs"]:
+                reference = stored[f"output:{output['name']}"][row:row + 1]
+                # fp32 either way: 1e-4 of the output's range bounds float reordering, not a model change
+                assert np.abs(got[output["name"]] - reference).max() <= 1e-4 * np.abs(reference).max()
+    report = check_directory(out)
+    assert all(a.status == "passed" and any(k.endswith("@real") for k in a.outputs) for a in report.artifacts)
