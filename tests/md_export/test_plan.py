@@ -206,12 +206,14 @@ def test_unet_calls_per_step_follow_guidance_and_batch():
 
 
 def test_close_rivals_from_a_callers_benchmark_are_timed_again_in_alternation(monkeypatch):
-    """Medians from elsewhere within 25% of each other (LiteRT's int8 and fp32 UNet on AVX2) are
-    timed again side by side; rivals far apart keep the caller's numbers."""
+    """Medians from elsewhere within 25% of each other (LiteRT's int8 and fp32 UNet on AVX2), or
+    under a second a call however far apart (a text encoder), are timed again side by side; long
+    rivals far apart keep the caller's numbers."""
     Candidate = plan_module.ComponentCandidate
     given = [Candidate("text_encoder", "fp32", ms=10.0), Candidate("text_encoder", "int8", ms=30.0),
-             Candidate("unet", "fp32", ms=110.0), Candidate("unet", "int8", ms=100.0),
-             Candidate("vae_decoder", "fp32", ms=50.0), Candidate("vae_decoder", "int8", error="does not run")]
+             Candidate("unet", "fp32", ms=1100.0), Candidate("unet", "int8", ms=1000.0),
+             Candidate("vae_decoder", "fp32", ms=5000.0), Candidate("vae_decoder", "int8", ms=2000.0),
+             Candidate("vae_decoder", "int4", error="does not run")]
     timed_again = []
 
     def time_candidates(candidates, runs, progress):
@@ -220,6 +222,7 @@ def test_close_rivals_from_a_callers_benchmark_are_timed_again_in_alternation(mo
 
     monkeypatch.setattr(plan_module, "time_candidates", time_candidates)
     result, close = plan_module.retime_close_rivals(given, 3, lambda message: None)
-    assert close == ["unet"] and timed_again == [([("unet", "fp32"), ("unet", "int8")], 3)]
-    assert [c.ms for c in result] == [10.0, 30.0, 1110.0, 1100.0, 50.0, None]  # order and the rest kept
-    assert plan_module.retime_close_rivals(given[:2] + given[4:], 3, lambda message: None) == (given[:2] + given[4:], [])
+    assert close == ["text_encoder", "unet"]
+    assert timed_again == [([("text_encoder", "fp32"), ("text_encoder", "int8"), ("unet", "fp32"), ("unet", "int8")], 3)]
+    assert [c.ms for c in result] == [1010.0, 1030.0, 2100.0, 2000.0, 5000.0, 2000.0, None]  # order, the rest kept
+    assert plan_module.retime_close_rivals(given[4:], 3, lambda message: None) == (given[4:], [])
