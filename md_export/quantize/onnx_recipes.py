@@ -90,8 +90,8 @@ def float_chain_nodes(model_path: Path, excluded: list[str]) -> list[str]:
 # onnxruntime's quantize_static preprocesses, calibrates and quantizes in one process, holding
 # the model, a copy, the calibration model and its session at once: 8.9-9.4 GB for the 1.5 GB
 # mobilediffusion UNet. Each phase in its own child process (a few seconds of start-up each),
-# measured on that UNet at 512: preprocessing 7.9 GB (5.8 GB once `preprocess` read from file,
-# 2.9 GB since onnxruntime writes its output alone),
+# measured on that UNet at 512: preprocessing 7.9 GB (5.8 GB once `preprocess` read from file;
+# since onnxruntime writes its output alone, 4.98 -> 2.90 GB max RSS back to back, 2-core EPYC),
 # calibration 6.9 GB, quantization 3.3 GB peak, 137 s in all against about 200 s in one process.
 # Models under 1 GiB stay in process: the 492 MB mobilediffusion text encoder took 43.4 s with
 # its phases isolated (each child starts onnxruntime and reads the model again) and 22.8 s in one
