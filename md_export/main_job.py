@@ -7,10 +7,12 @@
   3. export the three networks to every requested format
   4. parity of every artifact (hard gates)
   5. calibration data from real sampler runs; one int8 recipe per format; parity of each
-  6. benchmark of every artifact (fp32 and quantized) on onnxruntime and LiteRT
+  6. benchmark of every artifact (fp32 and quantized) on onnxruntime and LiteRT, each component's
+     fp32 and quantized artifacts called in alternation
   7. per runtime, md-export plan's choice over those artifacts (OUT/plans/<runtime>/): the same
      prompt and seed through the exported fp32 pipeline (OUT/onnx.png, OUT/tflite.png: image PSNR
      vs torch), through the chosen configuration (OUT/<runtime>-plan.png), both timed end to end
+     (that very call, made warm)
   8. OUT/report.md and OUT/report.json
 
 Exit status is non-zero when parity fails; the report is written either way.
@@ -220,15 +222,18 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
 
     from md_export.benchmarks.machine_peak import best_of_peaks, measure_machine_peak
 
-    component_ms, gflops, peaks = {}, {}, []
+    component_ms, gflops, peaks, alternated = {}, {}, [], True
     for name, document in bench.items():
         recipe = FP32 if name == "artifacts" else name
-        if document.get("machine_peak"):
+        if document.get("machine_peak") and document["machine_peak"] not in peaks:  # one run's peak is in each
             peaks.append(document["machine_peak"])
         for item in document["items"]:
             if item.get("runtime") == plan_runtime and item.get("level") == "component" and item.get("latency_ms"):
                 component_ms[(item["component"], recipe)] = item["latency_ms"]["p50"]
                 gflops[item["component"]] = item.get("gflops")
+                # the plan's rivals of this artifact (the fp32 export's, each recipe's) were in its rounds
+                rivals = {other.split("/")[0] for other in item.get("alternated_with", [])}
+                alternated = alternated and ({"artifacts", *quantized} - {name}) <= rivals
     peak = best_of_peaks(peaks) if peaks else None
     plan_settings = PlanSettings(runtime=plan_runtime, steps=settings.steps, prompt_texts=(settings.prompt,),
                                  seed=settings.seed, max_evaluations=8, pipeline_runs=1, timing_runs=3,
@@ -237,26 +242,27 @@ def _plan(preset: Preset, out: Path, runtime: str, settings: "MainJobSettings", 
                                 images={key: reference.image}, latents={key: reference.latent})
     plan = make_plan(preset, out / "plans" / plan_runtime, plan_settings, out / "artifacts", out / "calibration",
                      overwrite=True, progress=lambda message: progress(f"plan {plan_runtime}: {message}"),
-                     quantized=quantized, component_ms=component_ms, reference=torch_reference,
-                     peak=peak, gflops=gflops if all(gflops.values()) else None, on_generation=on_generation,
-                     peak_probe=measure_machine_peak if peak else None)
+                     quantized=quantized, component_ms=component_ms, component_ms_alternated=alternated,
+                     reference=torch_reference, peak=peak, gflops=gflops if all(gflops.values()) else None,
+                     on_generation=on_generation, peak_probe=measure_machine_peak if peak else None)
     return ({"plan": f"plans/{plan_runtime}/plan.json", "markdown": f"plans/{plan_runtime}/plan.md",
              "choice": plan["choice"], "estimated_ms": plan["choice_estimated_ms"],
              "measured_ms": plan["choice_measured_ms"], "end_to_end": plan["end_to_end"],
              "alternated_components": plan["measurement"].get("alternated_components", []),
+             "retimed_components": plan["measurement"].get("retimed_components", []),
              "timing_runs": plan["measurement"]["timing_runs"],
              "component_candidates": plan["component_candidates"]}, images)
 
 
 def _speed_from_plan(quantized: dict, plan: dict) -> None:
-    """Where the plan called a component's fp32 artifact and a recipe's in alternation, that pair
-    is the recipe's speed against its float source in the report: the benchmark stage times each
-    directory in turn, and on a noisy host that drift can flip a short component's ratio."""
+    """Where the plan itself timed a component's fp32 artifact and a recipe's again, in
+    alternation, that pair is the recipe's speed against its float source in the report. The
+    benchmark stage alternates them too, so this applies only where the plan re-timed."""
     from .plan import FP32
     from .quantize.driver import quantize_summary
     from .quantize.speed import SpeedCheck
 
-    timed = [c for c in plan.get("component_candidates", []) if c["component"] in plan.get("alternated_components", [])
+    timed = [c for c in plan.get("component_candidates", []) if c["component"] in plan.get("retimed_components", [])
              and c["ms"] and not c["error"]]
     for candidate in timed:
         source = next((c for c in timed if c["component"] == candidate["component"] and c["recipe"] == FP32), None)
@@ -278,9 +284,8 @@ def _bench_documents(out: Path, benchmark: dict) -> dict[str, dict]:
 
 
 def _speed_from_benchmark(bench: dict[str, dict], recipe: str, file: str) -> dict:
-    """The quantized artifact's median against its fp32 source's, from the benchmark stage (one
-    run each, one after the other; `md-export quantize` alternates them call by call), in the
-    quantize speed check's own record."""
+    """The quantized artifact's median against its fp32 source's, from the benchmark stage (the
+    two called in alternation when the item says so), in the quantize speed check's own record."""
     from .quantize.speed import SpeedCheck
 
     def timed(name: str) -> list[dict]:
@@ -296,32 +301,41 @@ def _speed_from_benchmark(bench: dict[str, dict], recipe: str, file: str) -> dic
         return {"skipped": "no fp32 timing of its source"}
     check = SpeedCheck(sources[0]["file"], round(sources[0]["latency_ms"]["p50"], 3), round(item["latency_ms"]["p50"], 3),
                        item["runs"], item["threads"])
-    return check.as_dict() | {"method": "md-export run's benchmark stage"}
+    alternated = any(rival.endswith("/" + sources[0]["file"]) for rival in item.get("alternated_with", []))
+    return check.as_dict() | {"method": "md-export run's benchmark stage" + (
+        ": the two called in alternation" if alternated else ", each directory timed in turn")}
+
+
+BENCH_RUNTIMES = ["onnxruntime", "litert"]  # Core ML packages are timed on a Mac (bench run --device mac)
 
 
 def run_benchmark(out: Path, directories: list[Path], runs: int) -> dict:
-    """`md-export bench run` over every artifact directory the job wrote: one JSON, Markdown and
-    chart per directory (bench/<name>.json|md|png), summarised in the report."""
-    import argparse
+    """Every artifact directory the job wrote, in `bench run`'s schema (one warm-up call, `runs`
+    timed ones, all cores), with the best of three machine-peak probes spread through it: one
+    JSON, Markdown and chart per directory (bench/<name>.json|md|png), summarised in the report.
+    Each component's fp32 artifact and its quantized ones are called in alternation
+    (benchmarks/alternated.py), so the plan and the report take their ratios from here as they are."""
+    import os
+    from types import SimpleNamespace
 
-    from md_export.benchmarks.cli import register
+    from md_export.benchmarks.alternated import bench_alternated
+    from md_export.benchmarks.cli import _write_outputs
+    from md_export.benchmarks.machine_peak import measure_machine_peak
+    from md_export.benchmarks.progress import BenchProgress
+    from md_export.benchmarks.targets.host import FORMAT_RUNTIME, HostSettings
 
-    parser = argparse.ArgumentParser(prog="md-export")
-    register(parser.add_subparsers(dest="command"))
+    timed = [d for d in directories if (d / "manifest.json").exists()
+             and {FORMAT_RUNTIME.get(e["format"]) for e in read_manifest(d)["artifacts"]} & set(BENCH_RUNTIMES)]
     (out / "bench").mkdir(exist_ok=True)
+    threads = os.cpu_count() or 1
+    with BenchProgress(enabled=False) as progress:
+        results = bench_alternated(timed, HostSettings(threads=threads), BENCH_RUNTIMES, 1, runs, progress,
+                                   lambda: measure_machine_peak(threads), probes=3)
     summary = {}
-    for directory in directories:
-        if not (directory / "manifest.json").exists():
-            continue
-        formats = {e["format"] for e in read_manifest(directory)["artifacts"]}
-        if not formats & {"onnx", "tflite"}:
-            continue  # Core ML packages are timed on a Mac (md-export bench run --device mac)
+    for directory, result in results.items():
         name = directory.name
         base = out / "bench" / name
-        args = parser.parse_args(["bench", "run", "--artifacts", str(directory), "--runtime", "onnxruntime,litert",
-                                  "--runs", str(runs), "--warmup", "1", "--json", f"{base}.json",
-                                  "--markdown", f"{base}.md", "--chart", f"{base}.png"])
-        args.func(args)
+        _write_outputs(SimpleNamespace(json=f"{base}.json", markdown=f"{base}.md", chart=f"{base}.png"), result)
         summary[name] = {"json": f"bench/{name}.json", "markdown": f"bench/{name}.md", "chart": f"bench/{name}.png"}
     return summary
 

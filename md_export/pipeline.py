@@ -59,6 +59,11 @@ class TextToImagePipeline:
         ids = self.tokenizer(prompt)
         return self.networks.text_encoder.run({"input_ids": ids})["text_emb"].astype(np.float32)
 
+    def encode_negative(self, prompt: str = "") -> np.ndarray:
+        """The negative prompt's embedding, encoded on the first call and kept: a caller that
+        times generate() calls this first so the one-off encoding is not in the first call."""
+        return self._negative(prompt)
+
     def _negative(self, prompt: str) -> np.ndarray:
         if prompt not in self._negative_embeddings:
             self._negative_embeddings[prompt] = self.encode_text(prompt)

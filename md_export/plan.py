@@ -9,8 +9,9 @@
      configurations evaluated in increasing estimate: final-image PSNR against the fp32 torch
      pipeline and, where the weights are trained, the prompt-fidelity gate; the first to pass all
      gates is the choice (the all-fp32 configuration is also evaluated, as the reference row)
-  4. the choice and the all-fp32 configuration timed end to end as whole pipelines, in
-     alternation (warm: after their evaluation runs), beside the estimate and the host's limit
+  4. the choice and the all-fp32 configuration timed end to end as whole pipelines, warm (each
+     network called once on its reference input when opened): the image gate's own call of the
+     first prompt, then more calls in alternation; beside the estimate and the host's limit
   5. OUT/plan.json and OUT/plan.md
 
 Estimates rank, whole pipelines confirm: timing every one of up to 5^3 pipelines would cost more
@@ -70,7 +71,9 @@ class PlanSettings:
     seed: int = 0
     # the image gate's prompts (default: the first `prompts` calibration prompts, seeds seed, seed+1, ...)
     prompt_texts: tuple[str, ...] | None = None
-    pipeline_runs: int = 3  # step 4: alternating end-to-end runs of the choice and of fp32 (0: skip)
+    # step 4: warm end-to-end calls of the choice and of fp32: the image gate's own call of the first
+    # prompt, then pipeline_runs - 1 alternating ones (0: skip, and nothing is warmed)
+    pipeline_runs: int = 3
 
     def check(self) -> None:
         if self.runtime not in RUNTIME_RECIPES:
@@ -109,6 +112,7 @@ class Evaluation:
     fidelity: dict | None  # None: not measured (random weights)
     passed: bool
     reason: str
+    seconds: tuple[dict, ...] = ()  # per gate prompt: generate()'s stage seconds
 
 
 # ---- 1. candidates ---------------------------------------------------------------------------
@@ -396,18 +400,20 @@ def evaluate(config: Configuration, reference: Reference, preset: Preset, settin
     from .quality.prompts import quality_prompts
 
     pipeline = pipeline or mixed_pipeline(config, preset)
-    psnrs = []
+    psnrs, seconds = [], []
     for prompt, seed in settings.gate_prompts():
         generation = pipeline.generate(prompt, steps, seed, guidance_scale=guidance)
         image = generation.image
+        seconds.append(generation.seconds)
         if on_generation is not None:
             on_generation(config, prompt, seed, generation)
         psnrs.append(reference.image_psnr(image, prompt, steps, seed, guidance))
     if min(psnrs) < settings.min_psnr_db:
         return Evaluation(tuple(psnrs), None, False,
-                          f"image PSNR {min(psnrs):.1f} dB < {settings.min_psnr_db:g} dB")
+                          f"image PSNR {min(psnrs):.1f} dB < {settings.min_psnr_db:g} dB", tuple(seconds))
     if not reference.trained:
-        return Evaluation(tuple(psnrs), None, True, "image gate passed (fidelity gate skipped: random weights)")
+        return Evaluation(tuple(psnrs), None, True, "image gate passed (fidelity gate skipped: random weights)",
+                          tuple(seconds))
     prompts = quality_prompts("held-out", settings.fidelity_prompts)
     progress(f"fidelity of {_name(config)} on {len(prompts)} held-out prompts")
     torch_report = reference.fidelity(prompts, steps, guidance)
@@ -420,19 +426,39 @@ def evaluate(config: Configuration, reference: Reference, preset: Preset, settin
     if not gate.passed:
         return Evaluation(tuple(psnrs), fidelity, False,
                           f"fidelity {ours.fidelity:.1%} vs torch {torch_report.fidelity:.1%}"
-                          + (f" (classes: {', '.join(gate.failed_classes)})" if gate.failed_classes else ""))
-    return Evaluation(tuple(psnrs), fidelity, True, "image and fidelity gates passed")
+                          + (f" (classes: {', '.join(gate.failed_classes)})" if gate.failed_classes else ""),
+                          tuple(seconds))
+    return Evaluation(tuple(psnrs), fidelity, True, "image and fidelity gates passed", tuple(seconds))
 
 
-def mixed_pipeline(config: Configuration, preset: Preset, open_runners: dict | None = None) -> TextToImagePipeline:
+def mixed_pipeline(config: Configuration, preset: Preset, open_runners: dict | None = None,
+                   warm: bool = False, guidance: float = 1.0) -> TextToImagePipeline:
     """One pipeline over artifacts from several directories (one per component). `open_runners`
     ((component, recipe) -> Runner): runners other kept pipelines hold, reused instead of opening
     the artifact again. A runner is stateless between calls, and a second session of the same
     artifact doubles its memory: README command 1's LiteRT plan kept its choice and the fp32
-    pipeline, both with the fp32 UNet, and peaked at 9.8 GB, over the job's 8 GB."""
+    pipeline, both with the fp32 UNet, and peaked at 9.8 GB, over the job's 8 GB.
+
+    `warm`: each runner opened here is called once on its export's reference input (a reused one
+    was when it was opened), and with guidance the negative prompt is encoded, so the pipeline's
+    first generate() is a warm call that step 4 can time. A first call pays allocation and weight
+    packing: README command 1's LiteRT plan measured 28 s for its choice's first call and 24 s for
+    a later one, 38 s against 29 s for fp32."""
+    from .parity import load_reference
+
     open_runners = open_runners or {}
-    runners = {c.component: open_runners.get((c.component, c.recipe)) or open_candidate(c) for c in config.parts}
-    return TextToImagePipeline(Networks(**runners), preset.unet.prediction_type)
+    runners = {}
+    for candidate in config.parts:
+        runner = open_runners.get((candidate.component, candidate.recipe))
+        if runner is None:
+            runner = open_candidate(candidate)
+            if warm:
+                runner.run(load_reference(Path(candidate.directory), candidate.entry)[0])
+        runners[candidate.component] = runner
+    pipeline = TextToImagePipeline(Networks(**runners), preset.unet.prediction_type)
+    if warm and guidance != 1.0:
+        pipeline.encode_negative("")
+    return pipeline
 
 
 def pipeline_runners(config: Configuration, pipeline: TextToImagePipeline) -> dict:
@@ -446,13 +472,17 @@ def _name(config: Configuration) -> str:
 # ---- 4. the choice as one pipeline -----------------------------------------------------------
 
 def time_pipelines(pipelines: dict[str, TextToImagePipeline], prompt: str, steps: int, seed: int, guidance: float,
-                   runs: int, progress: Progress) -> dict[str, dict]:
+                   runs: int, progress: Progress, first: dict[str, dict] | None = None) -> dict[str, dict]:
     """Median wall time of whole `generate` calls (text encoder, every UNet call, decoder), the
     pipelines called in alternation so background load weighs on all alike. The pipelines are
-    warm (their evaluation ran them), so the first call's allocations are not in the numbers."""
-    samples: dict[str, list[dict]] = {name: [] for name in pipelines}
+    warm (mixed_pipeline(warm=True)), so the first call's allocations are not in the numbers.
+    `first` (name -> stage seconds): a warm call of this prompt and seed each already made (the
+    image gate's), counted as run 1; the others are made here."""
+    samples: dict[str, list[dict]] = {name: [first[name]] if first and name in first else [] for name in pipelines}
     for run in range(runs):
         for name, pipeline in pipelines.items():
+            if len(samples[name]) > run:
+                continue
             progress(f"end to end {run + 1}/{runs}: {name}")
             samples[name].append(pipeline.generate(prompt, steps, seed, guidance_scale=guidance).seconds)
     return {name: {f"{stage}_ms": round(statistics.median(call[stage] for call in calls) * 1e3, 2)
@@ -461,14 +491,20 @@ def time_pipelines(pipelines: dict[str, TextToImagePipeline], prompt: str, steps
 
 
 def end_to_end(named: dict[str, Configuration], pipelines: dict[Configuration, TextToImagePipeline],
-               settings: PlanSettings, steps: int, guidance: float, estimates: dict, progress: Progress) -> dict:
+               settings: PlanSettings, steps: int, guidance: float, estimates: dict, progress: Progress,
+               first: dict[Configuration, dict] | None = None) -> dict:
     """Step 4: the choice and fp32 (`named` {"choice": ..., "fp32": ...}) timed as whole
-    pipelines, and measured / estimate. `add_limit` puts the limit beside each total."""
+    pipelines, and measured / estimate. `first`: each configuration's warm image-gate call of the
+    first gate prompt (run 1). `add_limit` puts the limit beside each total."""
     prompt, seed = settings.gate_prompts()[0]
+    first = {name: first[config] for name, config in named.items() if first and config in first}
     timed = time_pipelines({name: pipelines[config] for name, config in named.items()}, prompt, steps, seed,
-                           guidance, settings.pipeline_runs, progress)
+                           guidance, settings.pipeline_runs, progress, first)
     result = {"prompt": prompt, "seed": seed, "steps": steps, "guidance_scale": guidance,
-              "runs": settings.pipeline_runs, "method": "median of alternating warm generate() calls"}
+              "runs": settings.pipeline_runs,
+              "method": "median of warm generate() calls (every network called once on its reference input "
+                        "when opened): the image gate's own call of this prompt, then alternating calls",
+              "image_gate_call_counted": sorted(first)}
     for name, config in named.items():
         result[name] = dict(timed[name], components=config.recipes(), estimated_ms=estimates[config],
                             measured_over_estimate=round(timed[name]["total_ms"] / estimates[config], 3))
@@ -506,11 +542,13 @@ def limit_of(gflops: dict[str, float], peak: dict, steps: int, guidance: bool
 def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts: str | Path | None = None,
               calibration: str | Path | None = None, overwrite: bool = False,
               progress: Progress | None = None, quantized: dict[str, Path] | None = None,
-              component_ms: dict[tuple[str, str], float] | None = None, reference: Reference | None = None,
+              component_ms: dict[tuple[str, str], float] | None = None, component_ms_alternated: bool = False,
+              reference: Reference | None = None,
               peak: dict | None = None, gflops: dict[str, float] | None = None,
               on_generation: OnGeneration | None = None, peak_probe: Callable[[], dict] | None = None) -> dict:
     """The main job passes what it already has: `quantized` recipe directories, `component_ms`
-    ((component, recipe) -> median ms from its benchmark), its torch `reference`, and the `peak`
+    ((component, recipe) -> median ms from its benchmark; `component_ms_alternated`: there each
+    component's rivals were called in alternation, so none is timed again), its torch `reference`, and the `peak`
     and per-component `gflops` its benchmark measured (the limit in step 4; without them, none).
     With `peak_probe`, the host is probed again right after the pipelines are timed and the limit
     holds them to the best of both probes (machine_peak.best_of_peaks)."""
@@ -535,14 +573,19 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
                                     overwrite, progress, quantized)
     if component_ms is not None and all((c.component, c.recipe) in component_ms for c in candidates if c.error is None):
         candidates = [replace(c, ms=component_ms[(c.component, c.recipe)]) if c.error is None else c for c in candidates]
-        candidates, close = retime_close_rivals(candidates, settings.timing_runs, progress)
-        timing_source = "the caller's benchmark (median per call)" + (
-            f"; {', '.join(close)} re-timed here in {settings.timing_runs} alternating runs (rivals within "
-            f"{CLOSE_RIVALS:.0%} of each other there, or under {SHORT_CALL_MS:.0f} ms a call)" if close else "")
+        if component_ms_alternated:
+            retimed, alternated = [], list(COMPONENTS)
+            timing_source = "the caller's benchmark, each component's rivals called in alternation (median per call)"
+        else:
+            candidates, retimed = retime_close_rivals(candidates, settings.timing_runs, progress)
+            alternated = retimed
+            timing_source = "the caller's benchmark (median per call)" + (
+                f"; {', '.join(retimed)} re-timed here in {settings.timing_runs} alternating runs (rivals within "
+                f"{CLOSE_RIVALS:.0%} of each other there, or under {SHORT_CALL_MS:.0f} ms a call)" if retimed else "")
     else:
         candidates = time_candidates(candidates, settings.timing_runs, progress)
         timing_source = f"{settings.timing_runs} alternating runs"
-        close = list(COMPONENTS)
+        retimed = alternated = list(COMPONENTS)
     ranked = configurations(candidates, steps, guidance != 1.0)
     if not ranked:
         raise MdExportError("no runnable configuration: every candidate of some component failed")
@@ -558,6 +601,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     estimates = {config: estimate for estimate, config in ranked}
     pipelines: dict[Configuration, TextToImagePipeline] = {}  # kept for step 4: the choice and fp32, warm
     kept_runners: dict[tuple[str, str], Runner] = {}  # theirs, shared with later pipelines
+    first_calls: dict[Configuration, dict] = {}  # each evaluated configuration's warm call of gate prompt 0
     evaluated = 0
     for estimate, config in ranked:
         row = {"components": config.recipes(), "estimated_ms": estimate, "evaluated": False}
@@ -567,8 +611,10 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         elif (choice is None and evaluated < settings.max_evaluations) or config is baseline:
             evaluated += 1
             progress(f"evaluating {_name(config)} (estimated {estimate:.1f} ms)")
-            pipeline = mixed_pipeline(config, preset, kept_runners)
+            pipeline = mixed_pipeline(config, preset, kept_runners, warm=settings.pipeline_runs > 0, guidance=guidance)
             result = evaluate(config, reference, preset, settings, steps, guidance, progress, pipeline, on_generation)
+            if result.seconds:
+                first_calls[config] = result.seconds[0]
             row.update(evaluated=True, image_psnr_db=list(result.image_psnr_db),
                        min_image_psnr_db=min(result.image_psnr_db),
                        mean_image_psnr_db=round(float(np.mean(result.image_psnr_db)), 2),
@@ -584,7 +630,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     measured = None
     if choice is not None and settings.pipeline_runs > 0:
         named = {"choice": choice} | ({"fp32": baseline} if baseline is not choice else {})
-        measured = end_to_end(named, pipelines, settings, steps, guidance, estimates, progress)
+        measured = end_to_end(named, pipelines, settings, steps, guidance, estimates, progress, first_calls)
         if peak and gflops:
             if peak_probe is not None:  # right beside the pipelines: the limit holds them to the best probe
                 from md_export.benchmarks.machine_peak import best_of_peaks
@@ -609,7 +655,8 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
                         "unet_calls_per_step": unet_calls_per_step(unet_entry, guidance != 1.0),
                         "resolution": resolution, "timing_runs": settings.timing_runs,
                         "component_timing": timing_source,
-                        "alternated_components": [c for c in COMPONENTS if c in close],
+                        "alternated_components": [c for c in COMPONENTS if c in alternated],
+                        "retimed_components": [c for c in COMPONENTS if c in retimed],
                         "estimate": "text + UNet calls per step x steps + decoder, per-call medians"},
         "weights": reference.sources,
         "decoder_screen": screen,

@@ -22,7 +22,22 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
     for runtime, job_recipe in (("onnx", "onnx-static-int8"), ("tflite", "tflite-dynamic-int8")):
         plan = json.loads((out / report["plans"][runtime]["plan"]).read_text())
         assert {c["recipe"] for c in plan["component_candidates"]} == {"fp32", job_recipe}  # nothing quantized again
-        assert plan["measurement"]["component_timing"].startswith("the caller's benchmark")
+        # the benchmark stage called each component's fp32 and quantized artifacts in alternation,
+        # so the plan takes its numbers as they are and times nothing again
+        assert plan["measurement"]["component_timing"].startswith("the caller's benchmark, each component's rivals")
+        assert plan["measurement"]["retimed_components"] == []
+        assert plan["measurement"]["alternated_components"] == ["text_encoder", "unet", "vae_decoder"]
+        bench = {name: json.loads((out / files["json"]).read_text()) for name, files in report["benchmark"].items()}
+        for candidate in plan["component_candidates"]:
+            name = "artifacts" if candidate["recipe"] == "fp32" else candidate["recipe"]
+            item = next(i for i in bench[name]["items"] if i["file"] == candidate["file"])
+            assert candidate["ms"] == item["latency_ms"]["p50"]
+            rival = next(c for c in plan["component_candidates"]
+                         if c["component"] == candidate["component"] and c is not candidate)
+            rival_dir = "artifacts" if rival["recipe"] == "fp32" else rival["recipe"]
+            assert item["alternated_with"] == [f"{rival_dir}/{rival['file']}"]
+        # the run's one machine peak, in every directory's result
+        assert len({json.dumps(b["machine_peak"], sort_keys=True) for b in bench.values()}) == 1
         assert plan["choice"] is not None and plan["end_to_end"]["choice"]["total_ms"] > 0
         assert plan["end_to_end"]["choice"]["limit_ms"] > 0
         if set(plan["choice"].values()) != {"fp32"}:
@@ -33,9 +48,7 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
         for artifact in report["quantized"][recipe]["artifacts"]:
             speed = artifact["speed_vs_source"]
             assert speed["source_p50_ms"] > 0 and "speedup" in speed
-            # every tiny component takes under a second a call: the plan called it and its fp32
-            # source in alternation, and that pair is the speed the report gives
-            assert speed["method"] == "md-export plan: the two called in alternation", speed
+            assert speed["method"] == "md-export run's benchmark stage: the two called in alternation", speed
     assert (out / "report.md").read_text().startswith("# md-export main job: mobilediffusion-tiny")
     assert (out / "artifacts" / "parity.md").exists()
     assert set(report["quantized"]) == {"onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8"}

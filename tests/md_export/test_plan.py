@@ -84,6 +84,52 @@ def test_choice_is_timed_end_to_end_beside_fp32_and_the_limit(tiny_plan):
     assert "The choice end to end" in (out / "plan.md").read_text()
 
 
+def test_end_to_end_counts_the_image_gate_call_made_warm(tiny_plan, tmp_path, monkeypatch):
+    """Every network is called once on its reference input when a pipeline opens it, so the image
+    gate's generate() is already warm: with --pipeline-runs 1 step 4 times that call and makes no
+    other (README command 1's plans saved a whole pipeline run of the choice and of fp32)."""
+    source, _ = tiny_plan
+    events = []
+    real_open, real_generate = plan_module.open_candidate, plan_module.TextToImagePipeline.generate
+
+    class Counted:
+        opened = 0
+
+        def __init__(self, runner):
+            Counted.opened += 1
+            self._runner, self.session = runner, Counted.opened  # this opening, not the artifact
+            self.inputs, self.runtime = runner.inputs, runner.runtime
+
+        def run(self, feeds):
+            events.append(("run", self.session))
+            return self._runner.run(feeds)
+
+    def open_candidate(candidate):
+        return Counted(real_open(candidate))
+
+    def generate(pipeline, *args, **kwargs):
+        runners = [getattr(pipeline.networks, c) for c in plan_module.COMPONENTS]
+        if all(isinstance(r, Counted) for r in runners):  # not the torch reference's pipeline
+            events.append(("generate", tuple(r.session for r in runners)))
+        return real_generate(pipeline, *args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "open_candidate", open_candidate)
+    monkeypatch.setattr(plan_module.TextToImagePipeline, "generate", generate)
+    out = tmp_path / "plan_one_run"
+    assert main(["plan", *TINY, "--out", str(out), "--artifacts", str(source / "artifacts"),
+                 "--calibration", str(source / "calibration"), "--pipeline-runs", "1"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    measured = plan["end_to_end"]
+    named = [name for name in ("choice", "fp32") if name in measured]
+    assert measured["runs"] == 1 and measured["image_gate_call_counted"] == sorted(named)
+    generates = [keys for kind, keys in events if kind == "generate"]
+    evaluated = [r for r in plan["candidates"] if r["evaluated"]]
+    assert len(generates) == len(evaluated)  # one gate prompt each, and no separate timing call
+    for index, (kind, sessions) in enumerate(events):
+        if kind == "generate":  # each of its sessions has run before (a warm-up, or an earlier call)
+            assert all(("run", session) in events[:index] for session in sessions)
+
+
 class _Noise:
     """A UNet runner with the real one's interface whose prediction is loud noise."""
 
@@ -155,6 +201,7 @@ def test_decoder_that_alone_breaks_the_image_gate_is_screened_out(tiny_plan, tmp
     # opened once for the screen (after the timing), never for a pipeline
     assert opened.count(("vae_decoder", broken)) == 2
     assert Counter(opened) == _expected_opens(plan)
+    assert "not evaluated: decoder onnx-fp16 alone" in (second / "plan.md").read_text()
 
 
 def _expected_opens(plan: dict) -> Counter:
@@ -175,7 +222,6 @@ def _expected_opens(plan: dict) -> Counter:
             if row.get("chosen") or set(row["components"].values()) == {"fp32"}:
                 kept |= parts
     return expected
-    assert "not evaluated: decoder onnx-fp16 alone" in (second / "plan.md").read_text()
 
 
 def test_no_passing_configuration_fails_with_the_plan_written(tiny_plan, tmp_path, capsys):
