@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue as queue_module
+import threading
 from typing import Any, Callable
 
 from .errors import MdExportError
@@ -68,9 +69,12 @@ def low_disk_note(paths: tuple[str, ...] | None = None) -> str:
     return f"; the disk is nearly full ({', '.join(notes)})" if notes else ""
 
 
-def run_isolated(fn: Callable, *args, progress: Callable[[str], None] | None = None, **kwargs) -> Any:
+def run_isolated(fn: Callable, *args, progress: Callable[[str], None] | None = None,
+                 stop: threading.Event | None = None, **kwargs) -> Any:
     """`fn(*args, **kwargs)` in a spawned child; `progress` (if given) receives the messages of
-    the child's `progress=` callback. `fn`, its arguments, result and exceptions must pickle."""
+    the child's `progress=` callback. `fn`, its arguments, result and exceptions must pickle.
+    `stop`: for a stage waited on in a thread beside other stages (the main job's export); once
+    set, the child is ended and IsolatedStageError raised."""
     context = multiprocessing.get_context("spawn")
     channel = context.Queue()
     # Not a daemon: a stage may isolate its own phases in turn (onnxruntime's static quantization
@@ -79,6 +83,8 @@ def run_isolated(fn: Callable, *args, progress: Callable[[str], None] | None = N
     child.start()
     try:
         while True:
+            if stop is not None and stop.is_set():
+                raise IsolatedStageError(f"{getattr(fn, '__name__', fn)} stopped: a stage beside it failed")
             try:
                 kind, payload = channel.get(timeout=0.5)
             except queue_module.Empty:

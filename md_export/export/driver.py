@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import json
 import shutil
 import tempfile
 import time
@@ -141,7 +142,10 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
         source = source or {"kind": "module"}
         previous = read_manifest(out_dir) if (out_dir / MANIFEST).exists() else {"artifacts": []}
         # Artifacts of another source were checked against references this export overwrites.
-        kept = previous["artifacts"] if previous.get("source") == source else []
+        same = same_model(previous.get("source"), source)
+        kept = previous["artifacts"] if same else []
+        if same and "weights" in source:  # the networks of both exports, each with its weights' origin
+            source = dict(source, weights={**previous["source"].get("weights", {}), **source["weights"]})
         manifest = {
             "md_export_version": tool_versions()["md-export"],
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -156,6 +160,21 @@ def export_targets(targets: list[ExportTarget], formats: Iterable[str], precisio
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def same_model(previous: dict | None, source: dict) -> bool:
+    """Is an earlier export's source the model this one exports? The same source, where
+    `weights` (component -> where its weights came from) only has to agree on the components both
+    exported: a preset's networks may be exported in several calls into one directory (the main
+    job converts LiteRT's UNet on its own, after the rest)."""
+    if previous is None:
+        return False
+    # as JSON both: a preset's config has tuples, which the manifest read back holds as lists
+    strip = lambda s: json.loads(json.dumps({k: v for k, v in s.items() if k != "weights"}))  # noqa: E731
+    if strip(previous) != strip(source):
+        return False
+    mine, theirs = source.get("weights", {}), previous.get("weights", {})
+    return all(theirs[c] == w for c, w in mine.items() if c in theirs)
 
 
 def release_weights(modules: Iterable[nn.Module]) -> None:

@@ -36,3 +36,17 @@ def test_a_silent_death_on_a_nearly_full_disk_says_so(monkeypatch):
     with pytest.raises(IsolatedStageError) as plenty:  # this machine's disk: no note
         run_isolated(os._exit, 1)
     assert "nearly full" not in str(plenty.value) or shutil.disk_usage(".").free < 2 * 2**30
+
+
+def test_a_stage_waited_on_beside_others_ends_when_told_to_stop():
+    # the main job's export runs in a thread beside the torch reference and the calibration: when
+    # one of those fails, the export's child is ended then, not when its conversions are done
+    import threading
+    import time
+
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    start = time.perf_counter()
+    with pytest.raises(IsolatedStageError, match="sleep stopped"):
+        run_isolated(time.sleep, 60, stop=stop)
+    assert time.perf_counter() - start < 30
