@@ -31,7 +31,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from .harness import Timing, make_item
+from .harness import Timing, _ms_since, make_item, time_calls
 from .init_cache import before_timed_load, init_fields
 from .progress import BenchProgress
 from .schema import add_item, new_result
@@ -39,10 +39,6 @@ from .targets.host import HostSettings, Job, artifact_dir_jobs
 
 ALTERNATION = ("the artifacts of one component, runtime, resolution and batch across the directories, "
                "one call each per round")
-
-
-def _ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1e3
 
 
 def bench_alternated(directories: list[Path], settings: HostSettings, runtimes: list[str] | None, warmup: int,
@@ -59,14 +55,11 @@ def bench_alternated(directories: list[Path], settings: HostSettings, runtimes: 
     for directory in directories:
         jobs, _ = artifact_dir_jobs(directory, settings, runtimes)
         others = [os.path.abspath(d) for d in directories if d != directory]
-        results[directory] = new_result({"kind": "artifacts", "path": os.path.abspath(directory)}, {
-            "threads": settings.threads, "warmup": warmup, "runs": runs, "min_seconds": 0.0,
-            "providers": list(settings.providers), "compute_units": settings.compute_units,
-            "delegate": "xnnpack (CPU)", "seed": settings.seed, "levels": ["component"],
-            "ort_cache": settings.ort_cache,
-            "ort_cache_dir": os.path.abspath(settings.ort_cache_dir) if settings.ort_cache_dir else None,
-            "alternation": ALTERNATION, "alternated_with_directories": others,
-            "machine_peak_probes": probes if probe else 0})
+        results[directory] = new_result(
+            {"kind": "artifacts", "path": os.path.abspath(directory)},
+            settings.result_settings(warmup, runs, 0.0, ["component"]) | {
+                "alternation": ALTERNATION, "alternated_with_directories": others,
+                "machine_peak_probes": probes if probe else 0})
         for job in jobs:
             groups.setdefault((job.component, job.runtime, job.resolution, job.batch), []).append((directory, job))
     readings, measured = [], []
@@ -103,16 +96,11 @@ def _time_group(members: list[tuple[Path, Job]], warmup: int, runs: int, progres
             before = before_timed_load({job.component: job.cached_load}) if job.cached_load else None
             start = time.perf_counter()
             runner = job.load()
-            timing = Timing(_ms_since(start), 0.0)
-            init = init_fields(before, {job.component: runner}, timing.init_ms) if before is not None else {}
+            init_ms = _ms_since(start)
+            init = init_fields(before, {job.component: runner}, init_ms) if before is not None else {}
             feeds = job.feeds(runner)
-            start = time.perf_counter()
-            runner.run(feeds)
-            timing.first_ms = _ms_since(start)
-            for _ in range(warmup):
-                runner.run(feeds)
-                tick()
-            loaded.append((runner, feeds, timing, init))
+            first_ms, _, _ = time_calls(lambda: runner.run(feeds), warmup, 0, tick=tick)  # first call, warm-up
+            loaded.append((runner, feeds, Timing(init_ms, first_ms), init))
         for _ in range(runs):
             for runner, feeds, timing, _ in loaded:
                 start = time.perf_counter()

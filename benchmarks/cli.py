@@ -111,11 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               {"kind": "preset", "preset": args.preset})
     if args.resolution:
         source["resolution"] = args.resolution
-    result = new_result(source, {
-        "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "min_seconds": args.min_seconds,
-        "providers": list(settings.providers), "compute_units": settings.compute_units, "delegate": "xnnpack (CPU)",
-        "seed": args.seed, "levels": levels, "ort_cache": settings.ort_cache,
-        "ort_cache_dir": os.path.abspath(settings.ort_cache_dir) if settings.ort_cache_dir else None})
+    result = new_result(source, settings.result_settings(args.warmup, args.runs, args.min_seconds, levels))
     with BenchProgress(enabled=not args.no_progress) as progress, sigterm_as_interrupt():
         try:
             if args.peak:

@@ -95,10 +95,9 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     # format), the torch reference 3.5 GB and the calibration 3.1 GB.
     stage("export")
     report["concurrent_stages"] = {"export": ["torch reference image"] + (["calibration"] if recipes else [])}
-    light_export = _light_export_formats(settings.formats)
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        exporting = pool.submit(run_isolated, _export_beside, preset, settings, artifacts, light_export,
+        exporting = pool.submit(run_isolated, _export_beside, preset, settings, artifacts,
                                 progress=lambda message: progress(f"export: {message}"), stop=stop)
         try:
             stage("torch reference image")
@@ -208,17 +207,12 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 PLAN_RUNTIMES = {fmt: runtime for runtime, fmt in RUNTIME_FORMATS.items()}  # "onnx" -> "onnxruntime"
 
 
-def _light_export_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
-    """The UNet's formats converted beside the other stages: all but LiteRT."""
-    return tuple(f for f in formats if f != "tflite")
-
-
-def _export_beside(preset: Preset, settings: "MainJobSettings", artifacts: Path, unet_formats: tuple[str, ...],
-                   progress: Progress) -> list[dict]:
+def _export_beside(preset: Preset, settings: "MainJobSettings", artifacts: Path, progress: Progress) -> list[dict]:
     """Every artifact but LiteRT's UNet, in one child: the UNet first, so its weights are freed
     before the text encoder's and decoder's conversions, then those two in every format. One
     directory, one manifest: each export_preset call keeps the earlier one's artifacts."""
     entries = []
+    unet_formats = tuple(f for f in settings.formats if f != "tflite")  # LiteRT's UNet converts alone, later
     if unet_formats:
         entries += export_preset(preset, ("unet",), unet_formats, settings.precisions, artifacts,
                                  checkpoint_dir=settings.checkpoint_dir, progress=progress)

@@ -4,6 +4,7 @@ init_ms times), its feeds, its FLOPs and what it is (file, sha256) for the resul
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -36,6 +37,13 @@ class HostSettings:
     # --no-ort-cache turns it off, --ort-cache-dir puts the files elsewhere
     ort_cache: bool = True
     ort_cache_dir: str | None = None
+
+    def result_settings(self, warmup: int, runs: int, min_seconds: float, levels: list[str]) -> dict:
+        """The `settings` of a bench result timed with these settings."""
+        return {"threads": self.threads, "warmup": warmup, "runs": runs, "min_seconds": min_seconds,
+                "providers": list(self.providers), "compute_units": self.compute_units,
+                "delegate": "xnnpack (CPU)", "seed": self.seed, "levels": levels, "ort_cache": self.ort_cache,
+                "ort_cache_dir": os.path.abspath(self.ort_cache_dir) if self.ort_cache_dir else None}
 
 
 @dataclass

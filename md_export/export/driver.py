@@ -169,8 +169,9 @@ def same_model(previous: dict | None, source: dict) -> bool:
     job converts LiteRT's UNet on its own, after the rest)."""
     if previous is None:
         return False
-    # as JSON both: a preset's config has tuples, which the manifest read back holds as lists
-    strip = lambda s: json.loads(json.dumps({k: v for k, v in s.items() if k != "weights"}))  # noqa: E731
+    def strip(s: dict) -> dict:  # as JSON: a preset's config has tuples, the manifest read back lists
+        return json.loads(json.dumps({k: v for k, v in s.items() if k != "weights"}))
+
     if strip(previous) != strip(source):
         return False
     mine, theirs = source.get("weights", {}), previous.get("weights", {})

@@ -281,7 +281,7 @@ def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, ca
         return {"fp16_overflow": scan.as_dict()}
     if recipe.kind in CALIBRATION_PASS_KINDS:
         # the calibration pass runs the fp32 model on every feed: it keeps the real reference's outputs
-        model_outputs.update({int(i): None for i in _real_reference_picks(len(feeds))})
+        model_outputs.update({i: None for i in _real_reference_picks(len(feeds))})
         getattr(onnx_recipes, recipe.kind)(source_path, target, feeds, model_outputs=model_outputs)
     else:
         getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
