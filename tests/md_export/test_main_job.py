@@ -3,6 +3,7 @@
 import json
 
 from md_export.cli import main
+from md_export.main_job import _recipes_beside
 
 
 def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
@@ -51,7 +52,18 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
             assert speed["method"] == "md-export run's benchmark stage: the two called in alternation", speed
     assert (out / "report.md").read_text().startswith("# md-export main job: mobilediffusion-tiny")
     assert (out / "artifacts" / "parity.md").exists()
-    assert set(report["quantized"]) == {"onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8"}
+    assert list(report["quantized"]) == ["onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8"]
+    # Core ML's recipe compresses beside LiteRT's, and the report says so on its stage line
+    assert report["concurrent_stages"]["quantize tflite-dynamic-int8"] == ["quantize coreml-linear-int8"]
+    assert "quantize coreml-linear-int8: " in (out / "report.md").read_text()
+    assert "(beside the quantize tflite-dynamic-int8)" in (out / "report.md").read_text()
     assert set(report["benchmark"]) == {"artifacts", "onnx-static-int8", "tflite-dynamic-int8"}  # Core ML: Mac only
     assert (out / "bench" / "artifacts.png").exists()
     assert "report:" in capsys.readouterr().out
+
+
+def test_recipes_beside_pairs_core_ml_with_litert_only_when_both_run():
+    assert _recipes_beside(["onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8"]) == {
+        "coreml-linear-int8": "tflite-dynamic-int8"}
+    assert _recipes_beside(["onnx-static-int8", "coreml-linear-int8"]) == {}  # alone, not beside onnxruntime's
+    assert _recipes_beside(["tflite-dynamic-int8"]) == {}
