@@ -238,7 +238,8 @@ def _quantize_recipe(artifacts: Path, recipe: str, out: Path, progress: Progress
         "passed": result.passed,
         "artifacts": [{"file": e["file"], "size_bytes": e["size_bytes"],
                        "quantize_seconds": e["quantize_seconds"], "kernels": e.get("kernels"),
-                       "speed_vs_source": e.get("speed_vs_source"), "summary": quantize_summary(e)}
+                       "int8_convs": e.get("int8_convs"), "speed_vs_source": e.get("speed_vs_source"),
+                       "summary": quantize_summary(e)}
                       for e in entries],
         "parity": result.as_dict(),
     }

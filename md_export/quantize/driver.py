@@ -32,7 +32,7 @@ from ..export.manifest import (MANIFEST, check_output_dir, make_output_dir, merg
                                write_json_atomic)
 from ..parity import ParityFailure, check_artifact, load_reference
 from ..runtimes import open_artifact
-from . import coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
+from . import conv_route, coreml_recipes, coreml_w8a8, onnx_recipes, tflite_recipes
 from .kernels import kernel_report
 from .recipes import Recipe, get_recipe
 from .sensitivity import static_with_fallback
@@ -236,6 +236,10 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
     if recipe.format == "onnx":
         weights = onnx_recipes.reduced_weight_range() if recipe.kind in INTEGER_ONNX_KINDS else None
         extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress, model_outputs)
+        if recipe.kind in CONV_ROUTED_KINDS:
+            route = conv_route.choose_route()
+            counts = conv_route.route_convs_through_gemm(target) if route["route"] == "gemm" else {}
+            extra = (extra or {}) | {"int8_convs": route | counts}
         return (extra or {}) | ({"int8_weights": weights} if weights else {})
     if recipe.format == "tflite":
         signature_feeds = None
@@ -257,6 +261,11 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
         coreml_recipes.compress(recipe.kind, source_path, target)
     return None
 
+
+# The uint8-activation static recipe: its QLinearConvs run on onnxruntime's CPU kernels, whose
+# faster route for a conv depends on the host (conv_route.py). The symmetric-activation recipe is
+# an NPU layout and keeps zero-point-0 weights.
+CONV_ROUTED_KINDS = ("static_int8",)
 
 # ONNX recipe kinds whose int8 weights meet 8-bit activations in onnxruntime's integer kernels
 INTEGER_ONNX_KINDS = ("dynamic_int8", "static_int8", "static_int8_symmetric")
@@ -369,6 +378,12 @@ def quantize_summary(entry: dict) -> str:
         from .kernels import KernelReport
 
         parts.append(KernelReport(**entry["kernels"]).summary())
+    convs = entry.get("int8_convs") or {}
+    if convs.get("route") == "gemm":
+        parts.append(f"convs: {convs.get('routed', 0)} through the int8 GEMM, {convs.get('kept', 0)} on the "
+                     f"symmetric kernel ({convs['reason']})")
+    elif convs:
+        parts.append(f"convs on the symmetric kernel ({convs['reason']})")
     speed = entry.get("speed_vs_source") or {}
     if "speedup" in speed:
         verdict = "SLOWER than its float source" if speed["slower"] else "vs its float source"

@@ -1,6 +1,7 @@
 """Every recipe makes an artifact that runs (ONNX, LiteRT) or validates (Core ML), with its gate."""
 
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,30 @@ def test_static_int8_real_reference_comes_from_its_calibration_pass(workspace, t
                 assert np.abs(got[output["name"]] - reference).max() <= 1e-4 * np.abs(reference).max()
     report = check_directory(out)
     assert all(a.status == "passed" and any(k.endswith("@real") for k in a.outputs) for a in report.artifacts)
+
+
+def test_static_int8_records_its_conv_route_and_either_route_gives_the_same_output(workspace, tmp_path,
+                                                                                     monkeypatch):
+    from md_export.parity import load_reference
+    from md_export.quantize import conv_route, driver
+    from md_export.runtimes.open import open_artifact
+
+    outputs = {}
+    for route in conv_route.ROUTES:
+        monkeypatch.setenv(conv_route.CONV_ROUTE_ENV, route)
+        out = tmp_path / route
+        entries = driver.quantize_directory(workspace / "fp", "onnx-static-int8", out, workspace / "calib",
+                                            gate=False, speed_runs=0)
+        decoder = next(e for e in entries if e["component"] == "vae_decoder")
+        text_encoder = next(e for e in entries if e["component"] == "text_encoder")
+        assert decoder["int8_convs"]["route"] == route
+        if route == "gemm":
+            assert decoder["int8_convs"]["routed"] >= 1, decoder["int8_convs"]
+            assert text_encoder["int8_convs"]["routed"] == 0  # no convs there
+            assert "through the int8 GEMM" in driver.quantize_summary(decoder)
+        else:
+            assert "routed" not in decoder["int8_convs"]
+        runner = open_artifact(out, decoder)
+        outputs[route] = runner.run(load_reference(out, decoder)[0])
+    # exact: the same int8 products, another kernel (the 512 UNet and decoder: max abs diff 0.0)
+    assert all(np.array_equal(outputs["gemm"][k], outputs["symmetric"][k]) for k in outputs["gemm"])
