@@ -6,7 +6,8 @@
   2. torch reference image
   3. export the three networks to every requested format
   4. parity of every artifact (hard gates)
-  5. calibration data from real sampler runs; one int8 recipe per format; parity of each
+  5. calibration data from real sampler runs; one int8 recipe per format (Core ML's beside
+     LiteRT's: each compresses on one core); parity of each
   6. benchmark of every artifact (fp32 and quantized) on onnxruntime and LiteRT, each component's
      fp32 and quantized artifacts called in alternation
   7. per runtime, md-export plan's choice over those artifacts (OUT/plans/<runtime>/): the same

@@ -379,11 +379,9 @@ def quantize_summary(entry: dict) -> str:
 
         parts.append(KernelReport(**entry["kernels"]).summary())
     convs = entry.get("int8_convs") or {}
-    if convs.get("route") == "gemm":
-        parts.append(f"convs: {convs.get('routed', 0)} through the int8 GEMM, {convs.get('kept', 0)} on the "
-                     f"symmetric kernel ({convs['reason']})")
-    elif convs:
-        parts.append(f"convs on the symmetric kernel ({convs['reason']})")
+    if convs.get("routed"):  # said only where a conv moved: the symmetric kernel is onnxruntime's default
+        parts.append(f"convs: {convs['routed']} through the int8 GEMM, {convs['kept']} on the symmetric kernel "
+                     f"({convs['reason']})")
     speed = entry.get("speed_vs_source") or {}
     if "speedup" in speed:
         verdict = "SLOWER than its float source" if speed["slower"] else "vs its float source"
