@@ -126,7 +126,22 @@ def _einsum_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def attention_scores_as_batch_matmul(modules: Iterable[nn.Module]) -> Iterator[int]:
+def _method_swapped(modules: Iterable[nn.Module], matches: Callable[[nn.Module], bool], name: str,
+                    method: Callable) -> Iterator[int]:
+    """Every distinct module below `modules` that `matches` runs `method` as its `name` until exit
+    (then its class's again). Yields how many were switched."""
+    # by id: the targets of a multi-resolution export share one module
+    patched = list({id(m): m for module in modules for m in module.modules() if matches(m)}.values())
+    for module in patched:
+        setattr(module, name, types.MethodType(method, module))
+    try:
+        yield len(patched)
+    finally:
+        for module in patched:
+            delattr(module, name)
+
+
+def attention_scores_as_batch_matmul(modules: Iterable[nn.Module]) -> contextlib.AbstractContextManager[int]:
     """While converting, compute the VAE attention's q k^T as an einsum. As a matmul with a
     transposed k (3-D, batch 1) the converter emits a FULLY_CONNECTED whose weights are k;
     XNNPACK takes only constant weights, so TFLite's builtin kernel ran it: 297-327 ms of the 512
@@ -136,15 +151,7 @@ def attention_scores_as_batch_matmul(modules: Iterable[nn.Module]) -> Iterator[i
     on exit; yields how many attentions were switched."""
     from md_export.models.vae_kl import VAEAttention
 
-    # by id: the targets of a multi-resolution export share one module
-    patched = list({id(m): m for module in modules for m in module.modules() if isinstance(m, VAEAttention)}.values())
-    for attention in patched:
-        attention.scores = types.MethodType(_einsum_scores, attention)
-    try:
-        yield len(patched)
-    finally:
-        for attention in patched:
-            del attention.scores  # back to the class's method
+    return _method_swapped(modules, lambda m: isinstance(m, VAEAttention), "scores", _einsum_scores)
 
 
 def _group_norm_by_channel_moments(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,22 +181,14 @@ def _mean_over_unit_height(t: torch.Tensor) -> torch.Tensor:
     return t.mean(dim=2, keepdim=True)
 
 
-@contextlib.contextmanager
-def group_norms_channels_last(modules: Iterable[nn.Module]) -> Iterator[int]:
+def group_norms_channels_last(modules: Iterable[nn.Module]) -> contextlib.AbstractContextManager[int]:
     """While converting, compute each GroupNorm from per-channel moments E[x], E[x^2] (to fp32
     rounding: the 512 decoder's LiteRT parity 126.3 -> 102.8 dB PSNR against torch). TFLite's convs
     are NHWC; nn.GroupNorm's (N, G, C/G, H, W) reshape is not, so the converter put a full-size
     transpose on each side of every norm: 50 transposes, 250 ms of the 512 decoder's 1,035 ms as
     dynamic int8, 234-271 ms of 2.84 s in fp32 (bench profile, 2-core Xeon). Restored on exit;
     yields how many norms were switched."""
-    patched = list({id(m): m for module in modules for m in module.modules() if type(m) is nn.GroupNorm}.values())
-    for norm in patched:
-        norm.forward = types.MethodType(_group_norm_by_channel_moments, norm)
-    try:
-        yield len(patched)
-    finally:
-        for norm in patched:
-            del norm.forward  # back to the class's forward
+    return _method_swapped(modules, lambda m: type(m) is nn.GroupNorm, "forward", _group_norm_by_channel_moments)
 
 
 def convert(targets: list[ExportTarget], path: Path, before_write: Callable[[], None] | None = None
