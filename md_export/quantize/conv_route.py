@@ -16,10 +16,11 @@ exactly, so the output is the same: the mobilediffusion UNet at 512 came out bit
 Depthwise and other grouped convs, convs with a short reduction (the UNet's conv_in, 4 input
 channels) and convs over large images were slower through the GEMM (depthwise 3.1 -> 5.9 ms in
 all, conv_in 0.32 -> 0.75 ms; a 128-channel 3x3 conv at 512x512 0.65-0.70x, at 256x256 1.0x,
-512 channels at 128x128 1.23x; every conv of the decoder at 512 routed: 0.81x, only those up to 128x128: 1.03x, bit-identical)
-and keep zero point 0. Without AMX the GEMM runs on the same VNNI or AVX2 instructions as the
-symmetric kernel, plus im2col's copies, so the symmetric route stays there (not timed: the host
-this was measured on has AMX). The route follows the flags of the CPU that quantizes, is recorded in the manifest (int8_convs), and can be forced with
+512 channels at 128x128 1.23x; every conv of the decoder at 512 routed: 0.81x, only those up to
+128x128: 1.03x, bit-identical) and keep zero point 0. Without AMX the GEMM runs on the same VNNI or
+AVX2 instructions as the symmetric kernel, plus im2col's copies, so the symmetric route stays there
+(not timed: the host this was measured on has AMX). The route follows the flags of the CPU that
+quantizes, is recorded in the manifest (int8_convs), and can be forced with
 MD_EXPORT_INT8_CONV_ROUTE=symmetric|gemm: a phone's kernels are not the host's, so quantize with
 `symmetric` for ARM (or time both there).
 """

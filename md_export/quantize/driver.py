@@ -235,9 +235,10 @@ def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, ta
     the fp16 overflow scan, the W8A8 torch parity)."""
     if recipe.format == "onnx":
         weights = onnx_recipes.reduced_weight_range() if recipe.kind in INTEGER_ONNX_KINDS else None
+        # before the quantization, so a bad MD_EXPORT_INT8_CONV_ROUTE stops the recipe at once
+        route = conv_route.choose_route() if recipe.kind in CONV_ROUTED_KINDS else None
         extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress, model_outputs)
-        if recipe.kind in CONV_ROUTED_KINDS:
-            route = conv_route.choose_route()
+        if route is not None:
             counts = conv_route.route_convs_through_gemm(target) if route["route"] == "gemm" else {}
             extra = (extra or {}) | {"int8_convs": route | counts}
         return (extra or {}) | ({"int8_weights": weights} if weights else {})

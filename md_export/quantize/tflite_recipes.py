@@ -3,7 +3,7 @@
 - tflite-fp16: fp16 weights, dequantized at load. Half the size, near-fp32 output.
 - tflite-dynamic-int8: int8 channelwise weights, activations quantized on the fly (XNNPACK
   dynamic-range kernels). No calibration; the usual first try on phones. Depthwise convs stay
-  float (see _dynamic_int8_config).
+  float (see DYNAMIC_FLOAT_OPS).
 - tflite-weight-only-int8: int8 weights, dequantized before fp32 compute: 4x smaller, fp32 speed.
 - tflite-weight-only-int4: int4 channelwise weights, fp32 compute: for download size.
 - tflite-dynamic-int4-blockwise: int4 blockwise-32 weights on fully-connected layers, dynamic-range.
@@ -28,13 +28,17 @@ from ..export.quiet import quiet
 from ..export.tflite import fp16_recipe
 
 
-def _weight_config(mode: str, bits: int, granularity: str):
-    from ai_edge_quantizer import qtyping, recipe_manager
+def _weight_config(mode: str, bits: int, granularity: str, float_ops: tuple[str, ...] = ()):
+    """`float_ops`: TFLite op names left unquantized (a later rule overrides the catch-all one)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
 
     manager = recipe_manager.RecipeManager()
     add = manager.add_weight_only_config if mode == "weight_only" else manager.add_dynamic_config
     add(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=bits,
         granularity=getattr(qtyping.QuantGranularity, granularity))
+    for op in float_ops:
+        manager.add_quantization_config(regex=".*", operation_name=getattr(qtyping.TFLOperationName, op),
+                                        algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     return manager.get_quantization_recipe()
 
 
@@ -43,15 +47,7 @@ def _weight_config(mode: str, bits: int, granularity: str):
 # mobilediffusion UNet at 512 on the 2-core Xeon: its 18 depthwise convs took 25.4 ms a call as
 # builtins and 2.3 ms in XNNPACK fp32; the UNet 299.1 -> 275.9 ms (1.08x), 47.5 -> 47.7 dB against
 # fp32 on the same input, 0.3 MB larger (depthwise weights are small).
-def _dynamic_int8_config():
-    from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
-
-    manager = recipe_manager.RecipeManager()
-    manager.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=8,
-                               granularity=qtyping.QuantGranularity.CHANNELWISE)
-    manager.add_quantization_config(regex=".*", operation_name=qtyping.TFLOperationName.DEPTHWISE_CONV_2D,
-                                    algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-    return manager.get_quantization_recipe()
+DYNAMIC_FLOAT_OPS = ("DEPTHWISE_CONV_2D",)
 
 
 # Where the FLOPs are: the ops static int8 pays on. The rest stays float (see the module docstring).
@@ -73,7 +69,7 @@ def recipe_for(name: str):
 
     return {
         "fp16": fp16_recipe,
-        "dynamic_int8": _dynamic_int8_config,
+        "dynamic_int8": lambda: _weight_config("dynamic", 8, "CHANNELWISE", DYNAMIC_FLOAT_OPS),
         "weight_only_int8": lambda: _weight_config("weight_only", 8, "CHANNELWISE"),
         # AEQ 0.10's policy has no blockwise weight-only int4 (it silently quantizes nothing):
         # channelwise here, blockwise through the dynamic recipe below.
