@@ -3,7 +3,7 @@
     prompts.txt ──tokenizer──> text_encoder.safetensors   input_ids (N,77)
          │ DDIM with guidance, every UNet call recorded (uncond and cond rows, all timesteps)
          └──────────────────> unet.safetensors           latent (M,4,h,w), timestep (M,), text_emb (M,77,D)
-    final latents + real photos (scikit-image) through the VAE encoder
+    final latents (runs at decoder_steps, when set) + real photos (scikit-image) through the VAE encoder
                    ─────────> vae_decoder.safetensors    latent (K,4,h,w)
 
 Every sample has batch 1 in the exported graphs, so guidance batches are split into rows.
@@ -80,6 +80,15 @@ class CalibrationSettings:
     checkpoint_dir: str | None = None
     photos: int = len(PHOTOS)  # real photos through the VAE encoder (each a full encoder pass)
     prompts_file: str | None = None  # the domain's own prompts (None: calibration/prompts.txt)
+    # Steps of the runs whose final latents calibrate the decoder (None: `steps`). The decoder's
+    # int8 ranges must come from the latents the shipped pipeline decodes, and with random weights
+    # their scale follows the step count (mobilediffusion at 512: std 2.0 after 2 DDIM steps, 4.5
+    # after 4, 8.0 after 8). README command 1 calibrated its UNet on 2-step runs and its decoder on
+    # their latents: onnxruntime's static int8 decoder read 28.9 dB on its 4-step pipeline's latent,
+    # against 38.5-39.2 dB when calibrated on 1 to 4 latents of other 4-step runs.
+    decoder_steps: int | None = None
+    decoder_prompts: int = 1  # runs at `decoder_steps` when it differs from `steps` (UNet rows not recorded)
+    held_out_prompts: tuple[str, ...] = ()  # never calibrated on: the prompts a quality gate will judge
 
 
 # Photo latents are decoder inputs only when the encoder maps into the latent space the UNet
@@ -88,6 +97,16 @@ class CalibrationSettings:
 # (the random encoder's latents are 0.045 wide). Mixed into one calibration set, such latents
 # squeezed the decoder's int8 ranges: 18-21 dB on them against 36-40 dB on sampler latents.
 MAX_LATENT_STD_RATIO = 10.0
+
+# Run i's noise seed is CALIBRATION_SEED_OFFSET + seed + i, so calibration never starts from the noise of a
+# picture drawn with a small seed. README command 1 drew its gate picture with seed 0 and calibrated
+# run 0 from seed 0 too: with random weights the prompt hardly moves a trajectory, and that run's
+# final latent correlated 1.000 with the gate's, the test input inside the calibration set.
+CALIBRATION_SEED_OFFSET = 1 << 20
+
+
+def noise_seed(seed: int, index: int) -> int:
+    return CALIBRATION_SEED_OFFSET + seed + index
 
 
 def photo_latents_match(sampler_latents: np.ndarray, photo_latents: np.ndarray) -> tuple[bool, dict]:
@@ -115,6 +134,12 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
 
     if settings.num_prompts < 1 or settings.steps < 1:
         raise CalibrationError("--num-prompts and --steps must be at least 1")
+    decoder_steps = settings.decoder_steps or settings.steps
+    if settings.decoder_steps is not None and settings.decoder_steps < 1:
+        raise CalibrationError(f"--decoder-steps must be at least 1, got {settings.decoder_steps}")
+    decoder_runs = settings.decoder_prompts if decoder_steps != settings.steps else 0
+    if decoder_runs < 0 or (decoder_steps != settings.steps and decoder_runs < 1):
+        raise CalibrationError(f"decoder_prompts must be at least 1 with --decoder-steps, got {settings.decoder_prompts}")
     if settings.resolution is not None:
         factor = preset.vae.downsample_factor * preset.unet.downsample_factor
         if settings.resolution < 1 or settings.resolution % factor:
@@ -122,14 +147,21 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
                                    f"got {settings.resolution}")
     out = Path(out)
     check_output_dir(out, must_be_empty=not overwrite)  # before the sampling, not after it
-    prompts = load_prompts(settings.prompts_file)
-    if settings.num_prompts > len(prompts):
-        raise CalibrationError(f"--num-prompts {settings.num_prompts} > the {len(prompts)} prompts in the set")
+    held_out = set(settings.held_out_prompts)
+    prompts = [p for p in load_prompts(settings.prompts_file) if p not in held_out]
+    wanted = settings.num_prompts + decoder_runs
+    if wanted > len(prompts):
+        raise CalibrationError(f"{wanted} calibration prompts wanted (--num-prompts {settings.num_prompts}"
+                               + (f" + {decoder_runs} for the decoder" if decoder_runs else "")
+                               + f") > the {len(prompts)} prompts in the set"
+                               + (f" without the {len(held_out)} held out" if held_out else ""))
     resolution = settings.resolution or preset.resolution
     rng = np.random.default_rng(settings.seed)
-    chosen = [prompts[i] for i in sorted(rng.choice(len(prompts), settings.num_prompts, replace=False))]
+    picked = rng.choice(len(prompts), wanted, replace=False)
+    chosen = [prompts[i] for i in sorted(picked[:settings.num_prompts])]
+    decoder_chosen = [prompts[i] for i in sorted(picked[settings.num_prompts:])]
     progress = progress or (lambda done, total, message: None)
-    total = settings.num_prompts + 1
+    total = wanted + 1
 
     networks, sources = torch_networks(preset, resolution, settings.checkpoint_dir)
     pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
@@ -148,10 +180,19 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
         for index, prompt in enumerate(chosen):
             progress(index, total, f"sampling: {prompt[:48]}")
             # no decoder pass: its calibration input is the final latent, not the picture
-            latent, _ = pipeline.sample_latent(prompt, settings.steps, settings.seed + index, settings.guidance_scale)
+            latent, _ = pipeline.sample_latent(prompt, settings.steps, noise_seed(settings.seed, index),
+                                               settings.guidance_scale)
             final_latents.append(latent)
     finally:
         unet_runner.run = original_run
+    if decoder_runs:
+        final_latents = []
+        for offset, prompt in enumerate(decoder_chosen):
+            index = settings.num_prompts + offset
+            progress(index, total, f"sampling {decoder_steps} steps for the decoder: {prompt[:32]}")
+            latent, _ = pipeline.sample_latent(prompt, decoder_steps, noise_seed(settings.seed, index),
+                                               settings.guidance_scale)
+            final_latents.append(latent)
 
     encoder = load_module(preset, "vae_encoder", settings.checkpoint_dir, 0)
     if encoder.source.startswith("random"):
@@ -164,16 +205,16 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
                       "reason": f"photo latents left out of the decoder's calibration: the VAE encoder has "
                                 f"{encoder.source}, so it does not map into the UNet's latent space; not encoded"}
     else:
-        progress(settings.num_prompts, total, "encoding real photos")
+        progress(wanted, total, "encoding real photos")
         import torch
 
         with torch.inference_mode():
             photo_latents = encoder.module(torch.from_numpy(photo_batch(resolution, PHOTOS[: settings.photos]))).numpy()
         photos_used, photo_note = photo_latents_match(np.concatenate(final_latents), photo_latents)
     if not photos_used:
-        progress(settings.num_prompts, total, photo_note["reason"])
+        progress(wanted, total, photo_note["reason"])
     shards = {
-        "text_encoder": {"input_ids": pipeline.tokenizer(chosen + [""])},
+        "text_encoder": {"input_ids": pipeline.tokenizer(chosen + decoder_chosen + [""])},
         "unet": {name: np.concatenate(values).astype(np.float32) for name, values in recorded.items()},
         "vae_decoder": {"latent": np.concatenate(final_latents + ([photo_latents] if photos_used else []))
                         .astype(np.float32)},
@@ -186,6 +227,9 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
         "steps": settings.steps, "seed": settings.seed, "guidance_scale": settings.guidance_scale,
         "weights": sources, "prompts_file": settings.prompts_file, "prompts": chosen,
         "photos": list(PHOTOS[: settings.photos]), "photo_latents": photo_note,
+        "noise_seeds": [noise_seed(settings.seed, i) for i in range(wanted)],
+        "decoder_steps": decoder_steps, "decoder_prompts": decoder_chosen or chosen,
+        "held_out_prompts": len(held_out),
     }
     manifest = write_calibration(out, shards, manifest, overwrite=overwrite)
     progress(total, total, "done")

@@ -297,16 +297,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _at_least("--steps", args.steps, 1)
     _at_least("--resolution", args.resolution, 1)  # 0 must not quietly mean "the preset's"
     _at_least("--seed", args.seed, 0)
+    if args.decoder_steps is not None:
+        _at_least("--decoder-steps", args.decoder_steps, 1)
     check_output_dir(args.out, must_be_empty=not args.overwrite)  # before the sampling, not after it
     # the three pipeline networks sample, the VAE encoder encodes the photos
     require_checkpoint_components(preset, args.checkpoint_dir, COMPONENTS, allowed_random(args.allow_random))
     settings = CalibrationSettings(num_prompts=args.num_prompts, steps=args.steps, seed=args.seed,
                                    resolution=args.resolution, checkpoint_dir=args.checkpoint_dir,
-                                   prompts_file=args.prompts_file)
+                                   prompts_file=args.prompts_file, decoder_steps=args.decoder_steps)
     with Progress(TextColumn("[progress.description]{task.description:<60}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=Console(stderr=True)) as progress:
-        task = progress.add_task("calibration", total=args.num_prompts + 1)
+        runs = args.num_prompts + (1 if args.decoder_steps not in (None, args.steps) else 0)
+        task = progress.add_task("calibration", total=runs + 1)
         try:
             manifest = build_calibration(preset, args.out, settings,
                                          lambda done, total, message: progress.update(task, completed=done,
@@ -320,7 +323,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 _PRESET_CALIBRATE_DEFAULTS = {"num_prompts": 16, "steps": 4, "seed": 0}
-_PRESET_ONLY_FLAGS = ("num_prompts", "steps", "seed", "resolution", "checkpoint_dir", "prompts_file", "allow_random")
+_PRESET_ONLY_FLAGS = ("num_prompts", "steps", "seed", "resolution", "checkpoint_dir", "prompts_file", "allow_random",
+                      "decoder_steps")
 
 
 def _calibrate_user_inputs(args: argparse.Namespace) -> int:
@@ -481,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--num-prompts", type=int, default=None, help="default 16")
     calibrate.add_argument("--steps", type=int, default=None,
                            help="DDIM steps per prompt (UNet inputs per prompt: 2 x steps; default 4)")
+    calibrate.add_argument("--decoder-steps", type=int, default=None,
+                           help="DDIM steps of the run whose final latent calibrates the VAE decoder (default: "
+                                "--steps); set it to your app's step count when --steps is lower, since with random "
+                                "weights the final latent's scale follows the step count")
     calibrate.add_argument("--seed", type=int, default=None, help="default 0")
     calibrate.add_argument("--resolution", type=int, default=None)
     calibrate.add_argument("--checkpoint-dir", default=None, help=CHECKPOINT_DIR_HELP)

@@ -114,7 +114,10 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
                 run_isolated(build_calibration, preset, out / "calibration",
                              CalibrationSettings(num_prompts=settings.calibration_prompts,
                                                  steps=settings.calibration_steps, seed=settings.seed,
-                                                 checkpoint_dir=settings.checkpoint_dir, photos=2),
+                                                 checkpoint_dir=settings.checkpoint_dir, photos=2,
+                                                 # the decoder calibrates on latents of the pipeline's steps
+                                                 decoder_steps=settings.steps,
+                                                 held_out_prompts=(settings.prompt,)),
                              progress=lambda message: progress(f"calibration: {message}"),
                              overwrite=settings.overwrite)
                 done("calibration")

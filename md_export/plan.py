@@ -126,10 +126,12 @@ def _entry(directory: Path, component: str, fmt: str, resolution: int) -> dict |
 
 def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifacts: Path | None,
                        calibration: Path | None, overwrite: bool, progress: Progress,
-                       quantized: dict[str, Path] | None = None) -> list[ComponentCandidate]:
+                       quantized: dict[str, Path] | None = None, steps: int | None = None) -> list[ComponentCandidate]:
     """Export (unless given), calibrate (if a recipe needs it and none is given), quantize.
     `quantized` (recipe -> directory): recipes already quantized from `artifacts` (the main job's);
-    they are the only recipes then, and nothing is quantized again."""
+    they are the only recipes then, and nothing is quantized again. `steps`: the plan's sampler
+    steps; a calibration made here takes the decoder's latents from runs of that many steps and
+    leaves the image gate's prompts out."""
     from md_export.calibration.builders import CalibrationSettings, build_calibration
 
     from .export import export_preset
@@ -153,7 +155,9 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
                           CalibrationSettings(num_prompts=settings.calibration_prompts,
                                               steps=settings.calibration_steps, seed=settings.seed,
                                               guidance_scale=preset.guidance_scale,
-                                              checkpoint_dir=settings.checkpoint_dir, photos=2),
+                                              checkpoint_dir=settings.checkpoint_dir, photos=2,
+                                              decoder_steps=steps,
+                                              held_out_prompts=tuple(p for p, _ in settings.gate_prompts())),
                           lambda done, total, message: progress(f"calibration: {message}"), overwrite=overwrite)
     candidates = _fp32_candidates(artifacts, fmt, preset)
     for recipe in recipes:
@@ -570,7 +574,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         settings = replace(settings, checkpoint_dir=settings.checkpoint_dir or source.get("checkpoint_dir"))
         weight_seed = source.get("weight_seed", 0)
     candidates = prepare_candidates(preset, out, settings, artifacts_dir, Path(calibration) if calibration else None,
-                                    overwrite, progress, quantized)
+                                    overwrite, progress, quantized, steps=steps)
     if component_ms is not None and all((c.component, c.recipe) in component_ms for c in candidates if c.error is None):
         candidates = [replace(c, ms=component_ms[(c.component, c.recipe)]) if c.error is None else c for c in candidates]
         if component_ms_alternated:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from md_export.calibration.builders import (CalibrationError, CalibrationSettings, build_calibration, calibration_feeds,
-                                  load_prompts, photo_latents_match)
+from md_export.calibration.builders import (CALIBRATION_SEED_OFFSET, CalibrationError, CalibrationSettings,
+                                           build_calibration, calibration_feeds, load_prompts, noise_seed,
+                                           photo_latents_match)
 from md_export.models import get_preset
 
 
@@ -37,6 +38,48 @@ def test_shards_hold_real_sampler_inputs(calibration_dir):
     note = manifest["photo_latents"]
     assert not note["used_for_vae_decoder"] and "left out" in note["reason"] and "random weights" in note["reason"]
     assert "sampler_over_photo_std" not in note
+
+
+def test_calibration_noise_never_is_a_small_seeds_noise(calibration_dir):
+    # the first UNet row of run 0 is its initial noise: drawn from the calibration's own seed stream,
+    # not from seed 5, the noise a picture drawn with --seed 5 starts from (README command 1 once
+    # calibrated on its own gate picture's trajectory this way)
+    manifest = json.loads((calibration_dir / "calibration.json").read_text())
+    assert manifest["noise_seeds"] == [CALIBRATION_SEED_OFFSET + 5 + i for i in range(3)]
+    first_row = load_file(str(calibration_dir / "unet.safetensors"))["latent"][0]
+    assert np.array_equal(first_row, np.random.default_rng(noise_seed(5, 0)).standard_normal((4, 8, 8), dtype=np.float32))
+    assert not np.allclose(first_row, np.random.default_rng(5).standard_normal((4, 8, 8), dtype=np.float32))
+
+
+def test_the_decoder_calibrates_on_runs_of_the_pipelines_steps(tmp_path):
+    from md_export.pipeline import TextToImagePipeline
+    from md_export.torch_networks import torch_networks
+
+    preset = get_preset("mobilediffusion-tiny")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\na green triangle\nthe gate's prompt\n")
+    out = tmp_path / "c"
+    build_calibration(preset, out, CalibrationSettings(num_prompts=2, steps=1, seed=3, photos=1, decoder_steps=3,
+                                                       prompts_file=str(prompts),
+                                                       held_out_prompts=("the gate's prompt",)))
+    manifest = json.loads((out / "calibration.json").read_text())
+    # the UNet's rows: 2 prompts x 1 step x (uncond + cond); the decoder's run records none
+    assert manifest["samples"] == {"text_encoder": 2 + 1 + 1, "unet": 4, "vae_decoder": 1}
+    assert manifest["decoder_steps"] == 3 and manifest["held_out_prompts"] == 1
+    [decoder_prompt] = manifest["decoder_prompts"]
+    assert decoder_prompt not in manifest["prompts"]
+    assert "the gate's prompt" not in manifest["prompts"] + manifest["decoder_prompts"]
+    # the decoder's latent is the final latent of a 3-step run from that prompt and the next noise seed
+    networks, _ = torch_networks(preset)
+    expected, _ = TextToImagePipeline(networks, preset.unet.prediction_type).sample_latent(
+        decoder_prompt, 3, noise_seed(3, 2), 7.5)
+    latent = load_file(str(out / "vae_decoder.safetensors"))["latent"]
+    np.testing.assert_allclose(latent, expected, rtol=0, atol=1e-5)  # same torch calls; 1e-5 for thread order
+    with pytest.raises(CalibrationError, match="3 calibration prompts wanted .* without the 2 held out"):
+        build_calibration(preset, tmp_path / "x", CalibrationSettings(
+            num_prompts=2, steps=1, decoder_steps=2, prompts_file=str(prompts),
+            held_out_prompts=("the gate's prompt", "a red circle")))
+    assert not (tmp_path / "x").exists()
 
 
 def test_photo_latents_off_the_sampler_distribution_are_left_out():

@@ -79,6 +79,7 @@ CASES = {
     "calibrate: --num-prompts -1": (CALIBRATE + ["--num-prompts", "-1", "--out", "{root}/new"], "{root}/new"),
     "calibrate: --num-prompts abc": (CALIBRATE + ["--num-prompts", "abc", "--out", "{root}/new"], "{root}/new"),
     "calibrate: --steps 0": (CALIBRATE + ["--steps", "0", "--out", "{root}/new"], "{root}/new"),
+    "calibrate: --decoder-steps 0": (CALIBRATE + ["--decoder-steps", "0", "--out", "{root}/new"], "{root}/new"),
     "calibrate: --resolution -64": (CALIBRATE + ["--resolution", "-64", "--out", "{root}/new"], "{root}/new"),
     "calibrate: --resolution 0": (CALIBRATE + ["--resolution", "0", "--out", "{root}/new"], "{root}/new"),
     "calibrate: --resolution 60": (CALIBRATE + ["--resolution", "60", "--out", "{root}/new"], "{root}/new"),

@@ -50,6 +50,10 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
             speed = artifact["speed_vs_source"]
             assert speed["source_p50_ms"] > 0 and "speedup" in speed
             assert speed["method"] == "md-export run's benchmark stage: the two called in alternation", speed
+    # calibration: the decoder's latents from runs of the job's own step count, never the job's prompt
+    calibration = json.loads((out / "calibration" / "calibration.json").read_text())
+    assert calibration["decoder_steps"] == report["steps"] == 2 and calibration["held_out_prompts"] == 1
+    assert report["prompt"] not in calibration["prompts"] + calibration["decoder_prompts"]
     assert (out / "report.md").read_text().startswith("# md-export main job: mobilediffusion-tiny")
     assert (out / "artifacts" / "parity.md").exists()
     assert list(report["quantized"]) == ["onnx-static-int8", "tflite-dynamic-int8", "coreml-linear-int8"]
