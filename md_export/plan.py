@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import math
 import statistics
 import time
@@ -172,6 +173,27 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
             continue
         candidates += _recipe_candidates(recipe.name, target, fmt, preset)
     return candidates
+
+
+def calibration_notes(calibration: Path, steps: int, gate_prompts: list[tuple[str, int]]) -> list[str]:
+    """What in a calibration directory does not match this plan: the decoder's latents from runs of
+    another step count (with random weights a latent's scale follows the step count: an int8
+    decoder calibrated on 2-step latents read 28.9 dB on a 4-step pipeline's, 38.5-39.2 dB on
+    4-step ones), or the image gate's own prompts among those calibrated on."""
+    from md_export.calibration.builders import CALIBRATION_MANIFEST
+
+    manifest = json.loads((Path(calibration) / CALIBRATION_MANIFEST).read_text())
+    notes = []
+    decoder_steps = manifest.get("decoder_steps", manifest.get("steps"))
+    if decoder_steps is not None and decoder_steps != steps:
+        notes.append(f"the calibration's decoder latents come from {decoder_steps}-step runs and this plan samples "
+                     f"{steps} steps: recalibrate with md-export calibrate --decoder-steps {steps}")
+    calibrated = set(manifest.get("prompts") or ()) | set(manifest.get("decoder_prompts") or ())
+    shared = [prompt for prompt, _ in gate_prompts if prompt in calibrated]
+    if shared:
+        notes.append(f"{len(shared)} image gate prompt(s) are in the calibration set ({shared[0]!r}): the gate "
+                     "judges inputs the ranges were fitted to")
+    return notes
 
 
 def _fp32_candidates(artifacts: Path, fmt: str, preset: Preset) -> list[ComponentCandidate]:
@@ -577,6 +599,11 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         weight_seed = source.get("weight_seed", 0)
     candidates = prepare_candidates(preset, out, settings, artifacts_dir, Path(calibration) if calibration else None,
                                     overwrite, progress, quantized, steps=steps)
+    used_calibration = Path(calibration) if calibration else out / "calibration"
+    notes = (calibration_notes(used_calibration, steps, settings.gate_prompts())
+             if quantized is None and (used_calibration / "calibration.json").is_file() else [])
+    for note in notes:
+        progress(f"calibration: {note}")
     if component_ms is not None and all((c.component, c.recipe) in component_ms for c in candidates if c.error is None):
         candidates = [replace(c, ms=component_ms[(c.component, c.recipe)]) if c.error is None else c for c in candidates]
         if component_ms_alternated:
@@ -665,6 +692,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
                         "retimed_components": [c for c in COMPONENTS if c in retimed],
                         "estimate": "text + UNet calls per step x steps + decoder, per-call medians"},
         "weights": reference.sources,
+        "calibration_notes": notes,
         "decoder_screen": screen,
         "component_candidates": [{"component": c.component, "recipe": c.recipe, "directory": c.directory,
                                   "file": c.entry["file"] if c.entry else None, "ms": c.ms, "error": c.error}
@@ -726,6 +754,8 @@ def markdown(plan: dict) -> str:
                  else f"within the quality margin of fp32 torch on {fidelity['prompts']} held-out prompts") + ".",
               f"Sampling: {m['steps']} DDIM steps, guidance {m['guidance_scale']}, {m['resolution']}x{m['resolution']}; "
               f"estimate = {m['estimate']} ({timing}; UNet calls per step {m['unet_calls_per_step']}).", ""]
+    lines += [f"**Calibration:** {note}." for note in plan.get("calibration_notes", [])]
+    lines += [""] if plan.get("calibration_notes") else []
     lines += end_to_end_markdown(plan.get("end_to_end"))
     lines += ["## Component candidates (median ms per call)", "", "| component | recipe | ms | note |",
               "| --- | --- | ---: | --- |"]

@@ -272,3 +272,22 @@ def test_close_rivals_from_a_callers_benchmark_are_timed_again_in_alternation(mo
     assert timed_again == [([("text_encoder", "fp32"), ("text_encoder", "int8"), ("unet", "fp32"), ("unet", "int8")], 3)]
     assert [c.ms for c in result] == [1010.0, 1030.0, 2100.0, 2000.0, 5000.0, 2000.0, None]  # order, the rest kept
     assert plan_module.retime_close_rivals(given[4:], 3, lambda message: None) == (given[4:], [])
+
+
+def test_the_plans_own_calibration_fits_it_and_a_mismatched_one_is_named(tiny_plan, tmp_path):
+    out, plan = tiny_plan
+    calibration = json.loads((out / "calibration" / "calibration.json").read_text())
+    assert calibration["decoder_steps"] == plan["measurement"]["steps"] == 1  # the plan's own step count
+    assert calibration["held_out_prompts"] == plan["gates"]["image_prompts"]  # its gate prompts left out
+    assert plan["calibration_notes"] == []
+    gate = [("a red fox in the snow", 0)]
+    (tmp_path / "calibration.json").write_text(json.dumps({"steps": 2, "prompts": ["a red fox in the snow"]}))
+    notes = plan_module.calibration_notes(tmp_path, 4, gate)  # a calibration written before decoder_steps
+    assert len(notes) == 2
+    assert "2-step runs and this plan samples 4 steps" in notes[0] and "--decoder-steps 4" in notes[0]
+    assert "1 image gate prompt(s) are in the calibration set" in notes[1]
+    (tmp_path / "calibration.json").write_text(json.dumps({"steps": 2, "decoder_steps": 4, "prompts": ["other"],
+                                                           "decoder_prompts": ["another"]}))
+    assert plan_module.calibration_notes(tmp_path, 4, gate) == []
+    plan_with_notes = dict(plan, calibration_notes=notes)
+    assert f"**Calibration:** {notes[0]}." in plan_module.markdown(plan_with_notes)
