@@ -122,8 +122,12 @@ def photo_latents_match(sampler_latents: np.ndarray, photo_latents: np.ndarray) 
 
 
 def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
-                      progress: Callable[[int, int, str], None] | None = None, *, overwrite: bool = False) -> dict:
+                      progress: Callable[[int, int, str], None] | None = None, *, overwrite: bool = False,
+                      networks: tuple | None = None) -> dict:
     """Run the fp32 torch pipeline over `num_prompts` prompts and record every network input.
+
+    `networks`: (Networks, sources) that torch_networks already built for this preset, resolution
+    and checkpoint (the main job's torch reference), used instead of building them again.
 
     `out` must be absent or an empty directory; a directory holding anything is replaced only with
     `overwrite`, and only once the new data is complete (staged beside it, then renamed)."""
@@ -163,7 +167,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     progress = progress or (lambda done, total, message: None)
     total = wanted + 1
 
-    networks, sources = torch_networks(preset, resolution, settings.checkpoint_dir)
+    networks, sources = networks or torch_networks(preset, resolution, settings.checkpoint_dir)
     pipeline = TextToImagePipeline(networks, preset.unet.prediction_type)
     recorded = {"latent": [], "timestep": [], "text_emb": []}
     unet_runner = networks.unet

@@ -102,25 +102,33 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
                                 progress=lambda message: progress(f"export: {message}"), stop=stop)
         try:
             stage("torch reference image")
-            reference, sources = run_isolated(_torch_reference, preset, settings)
+            # One child draws the reference and then calibrates with the same torch networks: a
+            # second child spent 8 s importing torch and building them again, on the job's
+            # critical path (the calibration ended 16 s after the export's part beside it).
+            calibration = None
+            if recipes:
+                from md_export.calibration.builders import CalibrationSettings
+
+                calibration = CalibrationSettings(num_prompts=settings.calibration_prompts,
+                                                  steps=settings.calibration_steps, seed=settings.seed,
+                                                  checkpoint_dir=settings.checkpoint_dir, photos=2,
+                                                  # the decoder calibrates on latents of the pipeline's steps
+                                                  decoder_steps=settings.steps,
+                                                  held_out_prompts=(settings.prompt,))
+
+            def child_progress(message: str) -> None:
+                if message == "calibration":
+                    done("torch reference image")
+                    stage("calibration")
+                else:
+                    progress(message)
+
+            reference, sources = run_isolated(_torch_reference, preset, settings, calibration, out / "calibration",
+                                              progress=child_progress)
             report["weights"] = sources
             save_png(reference.image, out / "torch.png")
             report["images"] = {"torch": {"file": "torch.png", "seconds": reference.seconds}}
-            done("torch reference image")
-            if recipes:
-                from md_export.calibration.builders import CalibrationSettings, build_calibration
-
-                stage("calibration")
-                run_isolated(build_calibration, preset, out / "calibration",
-                             CalibrationSettings(num_prompts=settings.calibration_prompts,
-                                                 steps=settings.calibration_steps, seed=settings.seed,
-                                                 checkpoint_dir=settings.checkpoint_dir, photos=2,
-                                                 # the decoder calibrates on latents of the pipeline's steps
-                                                 decoder_steps=settings.steps,
-                                                 held_out_prompts=(settings.prompt,)),
-                             progress=lambda message: progress(f"calibration: {message}"),
-                             overwrite=settings.overwrite)
-                done("calibration")
+            done("calibration" if recipes else "torch reference image")
             entries = exporting.result()
         except BaseException:
             stop.set()  # the export's child ends too, not minutes later
@@ -264,12 +272,23 @@ def _export_beside(preset: Preset, settings: "MainJobSettings", artifacts: Path,
     return entries
 
 
-def _torch_reference(preset: Preset, settings: "MainJobSettings") -> tuple[Generation, dict[str, str]]:
+def _torch_reference(preset: Preset, settings: "MainJobSettings", calibration=None, calibration_out: Path | None = None,
+                     progress: Progress | None = None) -> tuple[Generation, dict[str, str]]:
     """The fp32 torch pipeline's picture of the job's prompt (in a child: its networks are the
-    largest thing the job holds in torch) and where its weights came from."""
+    largest thing the job holds in torch) and where its weights came from; then, with
+    `calibration` (CalibrationSettings), the calibration data into `calibration_out`, sampled by
+    the same networks (its messages follow a "calibration" message)."""
+    progress = progress or (lambda message: None)
     networks, sources = torch_networks(preset, checkpoint_dir=settings.checkpoint_dir)
     generation = TextToImagePipeline(networks, preset.unet.prediction_type).generate(
         settings.prompt, settings.steps, settings.seed, guidance_scale=preset.guidance_scale)
+    if calibration is not None:
+        from md_export.calibration.builders import build_calibration
+
+        progress("calibration")
+        build_calibration(preset, calibration_out, calibration,
+                          progress=lambda done, total, message: progress(f"calibration: {message}"),
+                          overwrite=settings.overwrite, networks=(networks, sources))
     return generation, sources
 
 

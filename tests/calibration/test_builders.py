@@ -110,6 +110,22 @@ def test_same_seed_same_data(calibration_dir, tmp_path):
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_networks_that_already_drew_a_picture_give_the_same_data(calibration_dir, tmp_path):
+    # the main job's torch reference draws its picture, then calibrates with the same networks
+    from md_export.pipeline import TextToImagePipeline
+    from md_export.torch_networks import torch_networks
+
+    preset = get_preset("mobilediffusion-tiny")
+    networks, sources = torch_networks(preset)
+    TextToImagePipeline(networks, preset.unet.prediction_type).generate("a photo of an astronaut", 2, 0)
+    shared = tmp_path / "shared"
+    build_calibration(preset, shared, CalibrationSettings(num_prompts=3, steps=2, seed=5), networks=(networks, sources))
+    for name in ("unet", "vae_decoder", "text_encoder"):
+        a, b = load_file(str(calibration_dir / f"{name}.safetensors")), load_file(str(shared / f"{name}.safetensors"))
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert networks.unet.run.__name__ != "recording_run"  # the UNet's own run is back after the sampling
+
+
 def test_feeds_check_shapes_against_the_artifact(calibration_dir):
     feeds = calibration_feeds(calibration_dir, "unet", {"latent": [1, 4, 8, 8], "timestep": [1], "text_emb": [1, 77, 64]})
     assert len(feeds) == 12 and feeds[0]["latent"].shape == (1, 4, 8, 8)

@@ -50,6 +50,9 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
             speed = artifact["speed_vs_source"]
             assert speed["source_p50_ms"] > 0 and "speedup" in speed
             assert speed["method"] == "md-export run's benchmark stage: the two called in alternation", speed
+    # the torch reference and the calibration share one child, and the report times each
+    assert report["stage_seconds"]["torch reference image"] > 0 and report["stage_seconds"]["calibration"] > 0
+    assert report["concurrent_stages"]["export"] == ["torch reference image", "calibration"]
     # calibration: the decoder's latents from runs of the job's own step count, never the job's prompt
     calibration = json.loads((out / "calibration" / "calibration.json").read_text())
     assert calibration["decoder_steps"] == report["steps"] == 2 and calibration["held_out_prompts"] == 1
