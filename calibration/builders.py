@@ -142,7 +142,7 @@ def build_calibration(preset, out: str | Path, settings: CalibrationSettings,
     if settings.decoder_steps is not None and settings.decoder_steps < 1:
         raise CalibrationError(f"--decoder-steps must be at least 1, got {settings.decoder_steps}")
     decoder_runs = settings.decoder_prompts if decoder_steps != settings.steps else 0
-    if decoder_runs < 0 or (decoder_steps != settings.steps and decoder_runs < 1):
+    if decoder_steps != settings.steps and decoder_runs < 1:
         raise CalibrationError(f"decoder_prompts must be at least 1 with --decoder-steps, got {settings.decoder_prompts}")
     if settings.resolution is not None:
         factor = preset.vae.downsample_factor * preset.unet.downsample_factor

@@ -308,11 +308,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with Progress(TextColumn("[progress.description]{task.description:<60}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=Console(stderr=True)) as progress:
-        runs = args.num_prompts + (1 if args.decoder_steps not in (None, args.steps) else 0)
-        task = progress.add_task("calibration", total=runs + 1)
+        # the builder's own count (a --decoder-steps run adds one) comes with each update
+        task = progress.add_task("calibration", total=args.num_prompts + 1)
         try:
             manifest = build_calibration(preset, args.out, settings,
-                                         lambda done, total, message: progress.update(task, completed=done,
+                                         lambda done, total, message: progress.update(task, completed=done, total=total,
                                                                                       description=message),
                                          overwrite=args.overwrite)
         except CalibrationError as exc:

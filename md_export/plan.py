@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import json
 import math
 import statistics
 import time
@@ -180,9 +179,9 @@ def calibration_notes(calibration: Path, steps: int, gate_prompts: list[tuple[st
     another step count (with random weights a latent's scale follows the step count: an int8
     decoder calibrated on 2-step latents read 28.9 dB on a 4-step pipeline's, 38.5-39.2 dB on
     4-step ones), or the image gate's own prompts among those calibrated on."""
-    from md_export.calibration.builders import CALIBRATION_MANIFEST
+    from md_export.calibration.builders import read_calibration_manifest
 
-    manifest = json.loads((Path(calibration) / CALIBRATION_MANIFEST).read_text())
+    manifest = read_calibration_manifest(calibration)
     notes = []
     decoder_steps = manifest.get("decoder_steps", manifest.get("steps"))
     if decoder_steps is not None and decoder_steps != steps:
@@ -599,9 +598,11 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
         weight_seed = source.get("weight_seed", 0)
     candidates = prepare_candidates(preset, out, settings, artifacts_dir, Path(calibration) if calibration else None,
                                     overwrite, progress, quantized, steps=steps)
+    from md_export.calibration.builders import CALIBRATION_MANIFEST
+
     used_calibration = Path(calibration) if calibration else out / "calibration"
     notes = (calibration_notes(used_calibration, steps, settings.gate_prompts())
-             if quantized is None and (used_calibration / "calibration.json").is_file() else [])
+             if quantized is None and (used_calibration / CALIBRATION_MANIFEST).is_file() else [])
     for note in notes:
         progress(f"calibration: {note}")
     if component_ms is not None and all((c.component, c.recipe) in component_ms for c in candidates if c.error is None):

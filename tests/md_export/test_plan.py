@@ -281,13 +281,14 @@ def test_the_plans_own_calibration_fits_it_and_a_mismatched_one_is_named(tiny_pl
     assert calibration["held_out_prompts"] == plan["gates"]["image_prompts"]  # its gate prompts left out
     assert plan["calibration_notes"] == []
     gate = [("a red fox in the snow", 0)]
-    (tmp_path / "calibration.json").write_text(json.dumps({"steps": 2, "prompts": ["a red fox in the snow"]}))
+    (tmp_path / "calibration.json").write_text(json.dumps({"steps": 2, "prompts": ["a red fox in the snow"],
+                                                           "files": {}}))
     notes = plan_module.calibration_notes(tmp_path, 4, gate)  # a calibration written before decoder_steps
     assert len(notes) == 2
     assert "2-step runs and this plan samples 4 steps" in notes[0] and "--decoder-steps 4" in notes[0]
     assert "1 image gate prompt(s) are in the calibration set" in notes[1]
     (tmp_path / "calibration.json").write_text(json.dumps({"steps": 2, "decoder_steps": 4, "prompts": ["other"],
-                                                           "decoder_prompts": ["another"]}))
+                                                           "decoder_prompts": ["another"], "files": {}}))
     assert plan_module.calibration_notes(tmp_path, 4, gate) == []
     plan_with_notes = dict(plan, calibration_notes=notes)
     assert f"**Calibration:** {notes[0]}." in plan_module.markdown(plan_with_notes)
