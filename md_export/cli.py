@@ -357,7 +357,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     entries = quantize_directory(args.artifacts, args.recipe, args.out, args.calibration, args.target_psnr,
                                  progress=lambda m: console.print(f"[{time.perf_counter() - start:7.1f}s] {m}"),
-                                 speed_runs=args.speed_runs, gate=not args.no_gate)
+                                 speed_runs=args.speed_runs, gate=not args.no_gate,
+                                 activation_ranges=args.activation_ranges)
     missed = []
     for entry in dict((e["file"], e) for e in entries).values():
         if "fallback" in entry and not entry["fallback"]["reached"]:
@@ -510,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--calibration", default=None, help="calibration directory (md-export calibrate --out)")
     quantize.add_argument("--target-psnr", type=float, default=None,
                           help="keep the most sensitive blocks float until the output PSNR reaches this (dB)")
+    quantize.add_argument("--activation-ranges", choices=("auto", "minmax", "percentile"), default="auto",
+                          help="static ONNX recipes: how activation ranges come from the calibration data; "
+                               "minmax: each tensor's min and max; percentile: clip 5e-6 of the values on each "
+                               "side (99.999); auto (default): percentile for the UNet's uint8 activations, "
+                               "minmax elsewhere (measured on the trained micro model)")
     quantize.add_argument("--out", required=True)
     quantize.add_argument("--no-gate", action="store_true",
                           help="exit 0 even when an artifact misses its recipe's tolerance (recorded in the manifest)")

@@ -160,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "command without it resumes the full schedule")
     train.set_defaults(func=cmd_train)
 
-    quality = sub.add_parser("quality", help="prompt fidelity (% attributes correct) and the quality gate")
+    quality = sub.add_parser("quality", help="prompt fidelity (%% attributes correct) and the quality gate")
     quality.add_argument("--artifacts", default=None, help="an export / quantize directory: gated against fp32 torch")
     quality.add_argument("--preset", default=None, help=f"score the torch model instead (e.g. {MICRO})")
     quality.add_argument("--checkpoint-dir", default=None, help="with --preset: weights (default: the shipped ones)")

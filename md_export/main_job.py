@@ -248,9 +248,10 @@ def _quantize_recipe(artifacts: Path, recipe: str, out: Path, progress: Progress
     write_text_atomic(target / "parity.md", markdown(result))
     entry = {
         "passed": result.passed,
-        "artifacts": [{"file": e["file"], "size_bytes": e["size_bytes"],
+        "artifacts": [{"file": e["file"], "component": e["component"], "size_bytes": e["size_bytes"],
                        "quantize_seconds": e["quantize_seconds"], "kernels": e.get("kernels"),
-                       "int8_convs": e.get("int8_convs"), "speed_vs_source": e.get("speed_vs_source"),
+                       "int8_convs": e.get("int8_convs"), "activation_ranges": e.get("activation_ranges"),
+                       "speed_vs_source": e.get("speed_vs_source"),
                        "summary": quantize_summary(e)}
                       for e in entries],
         "parity": result.as_dict(),

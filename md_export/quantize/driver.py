@@ -71,12 +71,16 @@ def _feeds(calibration: Path | None, entry: dict, limit: int | None = None) -> l
 def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path, calibration: str | Path | None = None,
                        target_psnr: float | None = None, progress: Progress | None = None,
                        speed_runs: int = SPEED_RUNS, gate: bool = True,
-                       no_gate_reason: str = "--no-gate") -> list[dict]:
+                       no_gate_reason: str = "--no-gate", activation_ranges: str = "auto") -> list[dict]:
     """`speed_runs`: alternating timed calls of each artifact against its float source (0: skip
     the speed check; the manifest then says it was skipped). `gate`: check every new artifact
     against its recipe's tolerance and raise QuantizeGateFailure on a miss, after writing (the
-    manifest records each verdict); without it the manifest records `no_gate_reason`."""
+    manifest records each verdict); without it the manifest records `no_gate_reason`.
+    `activation_ranges`: auto or one of onnx_recipes.RANGE_METHODS (the static ONNX recipes)."""
     recipe = get_recipe(recipe_name)
+    if activation_ranges != "auto" and activation_ranges not in onnx_recipes.RANGE_METHODS:
+        raise BadArgumentError(f"--activation-ranges must be auto or one of {', '.join(onnx_recipes.RANGE_METHODS)}, "
+                               f"got {activation_ranges!r}")
     if speed_runs < 0:
         raise BadArgumentError(f"--speed-runs must be >= 0, got {speed_runs}")
     progress = progress or (lambda message: None)
@@ -101,7 +105,8 @@ def quantize_directory(artifacts: str | Path, recipe_name: str, out: str | Path,
         entries = []
         for file in dict.fromkeys(e["file"] for e in sources):  # LiteRT: one file, several signatures
             group = [e for e in sources if e["file"] == file]
-            entries += _quantize_file(recipe, artifacts, group, staging, calibration, target_psnr, progress)
+            entries += _quantize_file(recipe, artifacts, group, staging, calibration, target_psnr, progress,
+                                      activation_ranges)
             _inspect(entries[-len(group):], artifacts, group[0], staging, speed_runs, progress)
         references = sorted({r for e in entries for r in (e["reference"], e.get("real_reference")) if r})
         for reference in references:  # beside the staged artifacts, so the gate runs on them there
@@ -204,7 +209,7 @@ def _fallback_recipes() -> list[str]:
 
 
 def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: Path, calibration: Path | None,
-                   target_psnr: float | None, progress: Progress) -> list[dict]:
+                   target_psnr: float | None, progress: Progress, activation_ranges: str = "auto") -> list[dict]:
     first = group[0]
     source_path = artifacts / first["file"]
     stem = first["file"].split(".")[0]
@@ -215,7 +220,7 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
     model_outputs: dict[int, dict | None] = {}  # the fp32 outputs a calibration pass computed, by feed index
     try:
         extra = _apply(recipe, first, group, source_path, staging / file, calibration, target_psnr, progress,
-                       model_outputs)
+                       model_outputs, activation_ranges)
     except (BadArgumentError, CalibrationError):
         raise
     except Exception as exc:  # converters raise anything; name the recipe, the file and the reason
@@ -230,14 +235,16 @@ def _quantize_file(recipe: Recipe, artifacts: Path, group: list[dict], staging: 
 
 
 def _apply(recipe: Recipe, first: dict, group: list[dict], source_path: Path, target: Path, calibration: Path | None,
-           target_psnr: float | None, progress: Progress, model_outputs: dict) -> dict | None:
+           target_psnr: float | None, progress: Progress, model_outputs: dict,
+           activation_ranges: str = "auto") -> dict | None:
     """Run the recipe's backend; returns extra manifest fields (the fallback report of --target-psnr,
     the fp16 overflow scan, the W8A8 torch parity)."""
     if recipe.format == "onnx":
         weights = onnx_recipes.reduced_weight_range() if recipe.kind in INTEGER_ONNX_KINDS else None
         # before the quantization, so a bad MD_EXPORT_INT8_CONV_ROUTE stops the recipe at once
         route = conv_route.choose_route() if recipe.kind in CONV_ROUTED_KINDS else None
-        extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress, model_outputs)
+        extra = _apply_onnx(recipe, first, source_path, target, calibration, target_psnr, progress, model_outputs,
+                            activation_ranges)
         if route is not None:
             counts = conv_route.route_convs_through_gemm(target) if route["route"] == "gemm" else {}
             extra = (extra or {}) | {"int8_convs": route | counts}
@@ -273,7 +280,12 @@ INTEGER_ONNX_KINDS = ("dynamic_int8", "static_int8", "static_int8_symmetric")
 
 
 def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, calibration: Path | None,
-                target_psnr: float | None, progress: Progress, model_outputs: dict) -> dict | None:
+                target_psnr: float | None, progress: Progress, model_outputs: dict,
+                activation_ranges: str = "auto") -> dict | None:
+    ranges = onnx_recipes.range_method(first.get("component"), recipe.kind, activation_ranges)
+    # The manifest says how a calibrated artifact's activation ranges were set.
+    calibrated = ({"activation_ranges": {"method": ranges, "percentile": onnx_recipes.PERCENTILE}
+                   if ranges == "percentile" else {"method": ranges}} if recipe.kind in CALIBRATION_PASS_KINDS else {})
     if recipe.calibration:
         feeds = _feeds(calibration, first)
     elif recipe.kind == "fp16" and calibration is not None:
@@ -283,8 +295,8 @@ def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, ca
     if target_psnr is not None:
         result = static_with_fallback(source_path, target, feeds, feeds[:: max(1, len(feeds) // 8)],
                                       target_psnr, recipe.kind,
-                                      progress=lambda m: progress(f"{first['component']}: {m}"))
-        return {"fallback": dataclasses.asdict(result)}
+                                      progress=lambda m: progress(f"{first['component']}: {m}"), ranges=ranges)
+        return {"fallback": dataclasses.asdict(result)} | calibrated
     if recipe.kind == "fp16":
         # the overflow scan runs on real inputs when given, else on the export's reference inputs
         scan = onnx_recipes.fp16(source_path, target, feeds or [load_reference(source_path.parent, first)[0]])
@@ -292,7 +304,8 @@ def _apply_onnx(recipe: Recipe, first: dict, source_path: Path, target: Path, ca
     if recipe.kind in CALIBRATION_PASS_KINDS:
         # the calibration pass runs the fp32 model on every feed: it keeps the real reference's outputs
         model_outputs.update({i: None for i in _real_reference_picks(len(feeds))})
-        getattr(onnx_recipes, recipe.kind)(source_path, target, feeds, model_outputs=model_outputs)
+        getattr(onnx_recipes, recipe.kind)(source_path, target, feeds, model_outputs=model_outputs, ranges=ranges)
+        return calibrated
     else:
         getattr(onnx_recipes, recipe.kind)(source_path, target, feeds)
     return None

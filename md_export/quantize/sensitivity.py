@@ -77,7 +77,7 @@ class FallbackResult:
 
 def static_with_fallback(fp32_path: Path, out: Path, feeds: list[dict], eval_feeds: list[dict], target_psnr: float,
                          kind: str = "static_int8", max_float_blocks: int | None = None,
-                         progress: Callable[[str], None] | None = None) -> FallbackResult:
+                         progress: Callable[[str], None] | None = None, ranges: str = "minmax") -> FallbackResult:
     """Quantize with `kind` (static_int8 / w8a16); keep the most sensitive blocks float until the
     mean output PSNR on `eval_feeds` reaches `target_psnr`. Writes the final model to `out`."""
     from ..runtimes.onnx_runner import OnnxRunner
@@ -97,7 +97,7 @@ def static_with_fallback(fp32_path: Path, out: Path, feeds: list[dict], eval_fee
         all_nodes = {n for nodes in blocks.values() for n in nodes}
 
         def attempt(path: Path, excluded: list[str]) -> float:
-            quantize(model, path, feeds, nodes_to_exclude=excluded, cache=cache, preprocessed=True)
+            quantize(model, path, feeds, nodes_to_exclude=excluded, cache=cache, preprocessed=True, ranges=ranges)
             return mean_psnr(fp32_path, path, eval_feeds, output, reference_outputs)
 
         progress("calibrating and quantizing everything")

@@ -85,3 +85,25 @@ def test_bad_checkpoint_names_the_keys(tmp_path):
     assert "bad checkpoint" in result.stderr and "missing keys" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_every_command_help_renders_as_written():
+    """argparse formats help with %: a bare % in a help string printed the parser's internals
+    ("prompt fidelity ({'option_strings': ...") instead of the text."""
+    import argparse
+
+    from md_export.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    seen = 0
+    for parser in parsers(build_parser()):
+        text = parser.format_help()
+        assert "option_strings" not in text, parser.prog
+        seen += 1
+    assert seen > 20  # every command and subcommand, not the top parser alone

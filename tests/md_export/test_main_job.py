@@ -50,6 +50,10 @@ def test_main_job_writes_report_images_and_passes_parity(tmp_path, capsys):
             speed = artifact["speed_vs_source"]
             assert speed["source_p50_ms"] > 0 and "speedup" in speed
             assert speed["method"] == "md-export run's benchmark stage: the two called in alternation", speed
+    # the UNet's int8 activations clip their rarest values; the other networks keep min/max ranges
+    ranges = {a["component"]: a["activation_ranges"]["method"]
+              for a in report["quantized"]["onnx-static-int8"]["artifacts"]}
+    assert ranges == {"text_encoder": "minmax", "unet": "percentile", "vae_decoder": "minmax"}
     # the torch reference and the calibration share one child, and the report times each
     assert report["stage_seconds"]["torch reference image"] > 0 and report["stage_seconds"]["calibration"] > 0
     assert report["concurrent_stages"]["export"] == ["torch reference image", "calibration"]

@@ -189,3 +189,37 @@ def test_static_int8_records_its_conv_route_and_either_route_gives_the_same_outp
         outputs[route] = runner.run(load_reference(out, decoder)[0])
     # exact: the same int8 products, another kernel (the 512 UNet and decoder: max abs diff 0.0)
     assert all(np.array_equal(outputs["gemm"][k], outputs["symmetric"][k]) for k in outputs["gemm"])
+
+
+def test_static_int8_records_its_activation_ranges_and_takes_another_on_request(workspace, tmp_path):
+    """auto: these networks (no UNet) keep min/max ranges; --activation-ranges percentile clips the
+    tails of every network, and the manifest says which one each artifact got."""
+    from md_export.errors import BadArgumentError
+    from md_export.quantize import driver
+
+    scales = {}
+    for ranges in ("auto", "percentile"):
+        entries = driver.quantize_directory(workspace / "fp", "onnx-static-int8", tmp_path / ranges, workspace / "calib",
+                                            gate=False, speed_runs=0, activation_ranges=ranges)
+        expected = {"method": "minmax"} if ranges == "auto" else {"method": "percentile", "percentile": 99.999}
+        assert all(e["activation_ranges"] == expected for e in entries), [e["activation_ranges"] for e in entries]
+        decoder = next(e for e in entries if e["component"] == "vae_decoder")
+        scales[ranges] = _activation_scales(tmp_path / ranges / decoder["file"])
+    # This calibration holds under 200,000 values per tensor: 5e-6 of them rounds up to one value a
+    # side, the extremes themselves, so the percentile pass gives min/max's scales exactly
+    # (test_tail_ranges.py shows the clipping on enough values).
+    assert scales["auto"] == scales["percentile"] and len(scales["auto"]) > 5
+    with pytest.raises(BadArgumentError, match="--activation-ranges must be auto or one of minmax, percentile"):
+        driver.quantize_directory(workspace / "fp", "onnx-static-int8", tmp_path / "bad", workspace / "calib",
+                                  activation_ranges="entropy")
+    assert not (tmp_path / "bad").exists()
+
+
+def _activation_scales(path) -> dict[str, float]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
