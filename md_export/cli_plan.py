@@ -15,17 +15,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from .export.manifest import check_output_dir, make_output_dir, remove_created_dir
     from .parity import ParityFailure
-    from .plan import PlanSettings, make_plan
+    from .plan import PlanSettings, check_alt_decoders, make_plan
     from .torch_networks import PIPELINE_COMPONENTS, allowed_random, require_checkpoint_components
 
     preset = get_preset(args.preset)
     settings = PlanSettings(runtime=args.runtime, steps=args.steps, prompts=args.prompts, min_psnr_db=args.min_psnr,
                             timing_runs=args.timing_runs, fidelity_prompts=args.fidelity_prompts,
                             max_evaluations=args.max_evaluations, pipeline_runs=args.pipeline_runs,
-                            checkpoint_dir=args.checkpoint_dir, seed=args.seed)
+                            checkpoint_dir=args.checkpoint_dir, seed=args.seed,
+                            alt_decoders=tuple(_alt_decoder(value) for value in args.alt_decoder))
     settings.check()  # before any work
     check_output_dir(args.out, must_be_empty=not args.overwrite)  # a second plan would mix two runs' artifacts
     require_checkpoint_components(preset, args.checkpoint_dir, PIPELINE_COMPONENTS, allowed_random(args.allow_random))
+    for alt in check_alt_decoders(preset, settings):  # before any work too
+        checkpoint_dir = dict(settings.alt_decoders)[alt.name]
+        require_checkpoint_components(alt, checkpoint_dir, ("vae_decoder",), allowed_random(args.allow_random))
     console = Console(stderr=True)
     start = time.perf_counter()
     created = make_output_dir(args.out)
@@ -55,9 +59,19 @@ def _limit_inputs(preset, settings, progress) -> tuple[dict | None, dict | None]
 
     from .summary import component_cost
 
+    from md_export.models import get_preset
+
     progress("machine peak (GEMM and conv probes) and GFLOPs per component")
     gflops = {c: component_cost(preset, c).gflops for c in ("text_encoder", "unet", "vae_decoder")}
+    for name, _ in settings.alt_decoders:  # at the plan's resolution, as exported
+        gflops[f"vae_decoder@{name}"] = component_cost(get_preset(name), "vae_decoder", preset.resolution).gflops
     return measure_machine_peak(), gflops
+
+
+def _alt_decoder(value: str) -> tuple[str, str | None]:
+    """--alt-decoder PRESET or PRESET=CHECKPOINT_DIR."""
+    name, _, checkpoint_dir = value.partition("=")
+    return name.strip(), (checkpoint_dir.strip() or None)
 
 
 def register(sub) -> None:
@@ -92,6 +106,10 @@ def register(sub) -> None:
                       help="end-to-end runs of the choice and of fp32, timed as whole pipelines (default 3; 0: skip)")
     plan.add_argument("--max-evaluations", type=int, default=12,
                       help="failing configurations to evaluate before giving up (default 12; fp32 is extra)")
+    plan.add_argument("--alt-decoder", action="append", default=[], metavar="PRESET[=CHECKPOINT_DIR]",
+                      help="also consider this preset's VAE decoder (e.g. mobilediffusion-taesd, the TAESD-style "
+                           "one), fp32 and every recipe, against the same gates; its weights from CHECKPOINT_DIR "
+                           "(seeded random weights without one). Repeatable")
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--overwrite", action="store_true", help="write into a non-empty --out (an earlier plan's)")
     plan.set_defaults(func=cmd_plan)

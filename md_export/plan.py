@@ -1,7 +1,10 @@
 """`md-export plan`: the shipping configuration of one runtime, chosen by measurement.
 
   1. candidates per component: the fp32 artifact and every recipe of the runtime's format
-     (quantized into OUT/quantized/<recipe>; a recipe that fails to convert is a row, not a crash)
+     (quantized into OUT/quantized/<recipe>; a recipe that fails to convert is a row, not a crash);
+     with --alt-decoder PRESET, that preset's decoder too (the TAESD-style one of
+     `mobilediffusion-taesd`), fp32 and every recipe, under OUT/decoders/PRESET/: candidates named
+     PRESET/RECIPE, held to the same gates against the plan's own fp32 torch pipeline
   2. each component artifact timed on its reference inputs, in alternation with its rivals; a
      configuration's end-to-end estimate = text + UNet calls x steps + decoder
   3. each quantized decoder alone on the fp32 torch pipeline's own latents: one that misses the
@@ -74,6 +77,9 @@ class PlanSettings:
     # step 4: warm end-to-end calls of the choice and of fp32: the image gate's own call of the first
     # prompt, then pipeline_runs - 1 alternating ones (0: skip, and nothing is warmed)
     pipeline_runs: int = 3
+    # other presets' VAE decoders to consider, (preset name, checkpoint directory or None): the
+    # decoder is a choice like a recipe (the light one or a TAESD-style one), if its latent space fits
+    alt_decoders: tuple[tuple[str, str | None], ...] = ()
 
     def check(self) -> None:
         if self.runtime not in RUNTIME_RECIPES:
@@ -117,6 +123,34 @@ class Evaluation:
 
 # ---- 1. candidates ---------------------------------------------------------------------------
 
+def alt_decoder_of(recipe: str) -> str | None:
+    """The preset whose decoder a candidate named PRESET/RECIPE is (None: the plan's own)."""
+    return recipe.split("/", 1)[0] if "/" in recipe else None
+
+
+def check_alt_decoders(preset: Preset, settings: PlanSettings) -> list[Preset]:
+    """The --alt-decoder presets, each checked to decode this preset's latents: the same latent
+    channels and the same downsampling (each decoder graph applies its own latent scale)."""
+    from md_export.models import get_preset
+
+    alternatives = []
+    for name, checkpoint_dir in settings.alt_decoders:
+        if "/" in name:
+            raise BadArgumentError(f"--alt-decoder takes a preset name, got {name!r}")
+        alt = get_preset(name)
+        ours = (preset.vae.latent_channels, preset.vae.downsample_factor)
+        theirs = (alt.vae.latent_channels, alt.vae.downsample_factor)
+        if theirs != ours:
+            raise BadArgumentError(
+                f"--alt-decoder {name}: its decoder takes {theirs[0]}-channel latents at 1/{theirs[1]} scale, "
+                f"{preset.name}'s UNet makes {ours[0]}-channel latents at 1/{ours[1]}")
+        if alt.vae.decoder == preset.vae.decoder and checkpoint_dir == settings.checkpoint_dir:
+            raise BadArgumentError(f"--alt-decoder {name}: the same decoder with the same weights as "
+                                   f"{preset.name}'s (give another checkpoint: PRESET=CHECKPOINT_DIR)")
+        alternatives.append(alt)
+    return alternatives
+
+
 def _entry(directory: Path, component: str, fmt: str, resolution: int) -> dict | None:
     entries = [e for e in read_manifest(directory)["artifacts"] if e["component"] == component and e["format"] == fmt]
     # an export at several resolutions: the plan is for the preset's own
@@ -146,7 +180,9 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
                       progress=lambda m: progress(f"export: {m}"))
     if quantized is not None:
         return _fp32_candidates(artifacts, fmt, preset) + [
-            c for name, directory in quantized.items() for c in _recipe_candidates(name, Path(directory), fmt, preset)]
+            c for name, directory in quantized.items()
+            for c in _recipe_candidates(name, Path(directory), fmt, preset)] + _alt_decoder_candidates(
+            preset, out, settings, calibration, [get_recipe(name) for name in quantized], progress)
     recipes = [get_recipe(name) for name in RUNTIME_RECIPES[settings.runtime]]
     if calibration is None and any(r.calibration for r in recipes):
         calibration = out / "calibration"
@@ -171,6 +207,56 @@ def prepare_candidates(preset: Preset, out: Path, settings: PlanSettings, artifa
             candidates += [ComponentCandidate(c, recipe.name, error=str(exc)) for c in COMPONENTS]
             continue
         candidates += _recipe_candidates(recipe.name, target, fmt, preset)
+    return candidates + _alt_decoder_candidates(preset, out, settings, calibration, recipes, progress)
+
+
+def _alt_decoder_candidates(preset: Preset, out: Path, settings: PlanSettings, calibration: Path | None,
+                            recipes: list, progress: Progress) -> list[ComponentCandidate]:
+    """Each --alt-decoder preset's decoder at this plan's resolution: its fp32 export and every
+    recipe, into OUT/decoders/PRESET/. A calibrated recipe reads the decoder rows (the final
+    latents) of this plan's calibration: the same latent space, recorded as that preset's."""
+    from md_export.calibration.builders import CalibrationError, load_calibration, write_calibration
+
+    from .export import export_preset
+    from .quantize.driver import quantize_directory
+
+    fmt = RUNTIME_FORMATS[settings.runtime]
+    candidates = []
+    for alt, (name, checkpoint_dir) in zip(check_alt_decoders(preset, settings), settings.alt_decoders):
+        base = out / "decoders" / name
+        progress(f"alternative decoder {name}: export fp32 {fmt}")
+        export_preset(alt, ("vae_decoder",), (fmt,), (FP32,), base / "artifacts", resolutions=[preset.resolution],
+                      checkpoint_dir=checkpoint_dir, progress=lambda m: progress(f"export: {m}"))
+        entry = _entry(base / "artifacts", "vae_decoder", fmt, preset.resolution)
+        candidates.append(ComponentCandidate("vae_decoder", f"{name}/{FP32}", str(base / "artifacts"), entry))
+        alt_calibration, no_calibration = None, "no calibration to quantize with"
+        if calibration is not None and any(r.calibration for r in recipes):
+            try:
+                latents = load_calibration(calibration, "vae_decoder")
+            except CalibrationError as exc:
+                no_calibration = f"no decoder rows in {calibration}: {exc}"
+            else:
+                alt_calibration = base / "calibration"
+                write_calibration(alt_calibration, {"vae_decoder": latents},
+                                  {"preset": name, "source": {"kind": "plan_alt_decoder",
+                                                              "latents_from": str(Path(calibration).resolve())}},
+                                  overwrite=True)
+        for recipe in recipes:
+            label = f"{name}/{recipe.name}"
+            if recipe.calibration and alt_calibration is None:
+                candidates.append(ComponentCandidate("vae_decoder", label, error=no_calibration))
+                continue
+            target = base / "quantized" / recipe.name
+            progress(f"alternative decoder {name}: quantize {recipe.name}")
+            try:
+                quantize_directory(base / "artifacts", recipe.name, target, alt_calibration, speed_runs=0, gate=False,
+                                   no_gate_reason=NO_GATE_REASON, progress=lambda m: progress(f"quantize: {m}"))
+            except MdExportError as exc:
+                candidates.append(ComponentCandidate("vae_decoder", label, error=str(exc)))
+                continue
+            entry = _entry(target, "vae_decoder", fmt, preset.resolution)
+            candidates.append(ComponentCandidate("vae_decoder", label, str(target), entry) if entry is not None
+                              else ComponentCandidate("vae_decoder", label, error="no artifact for this component"))
     return candidates
 
 
@@ -558,7 +644,10 @@ def limit_of(gflops: dict[str, float], peak: dict, steps: int, guidance: bool
     def fields(config: Configuration, measured_ms: float) -> dict:
         calls = {"text_encoder": 1, "unet": steps * (2 if guidance else 1), "vae_decoder": 1}
         precisions = {c.component: (c.entry or {}).get("precision", c.recipe) for c in config.parts}
-        work = {c: (gflops.get(c), n) for c, n in calls.items()}
+        # an alternative decoder's own GFLOPs (gflops["vae_decoder@PRESET"])
+        keys = {c.component: (f"{c.component}@{alt_decoder_of(c.recipe)}" if alt_decoder_of(c.recipe) else c.component)
+                for c in config.parts}
+        work = {c: (gflops.get(keys[c]), n) for c, n in calls.items()}
         return limit_fields(limit_basis(work, precisions, peak), measured_ms)
 
     return fields
@@ -693,6 +782,7 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
                         "retimed_components": [c for c in COMPONENTS if c in retimed],
                         "estimate": "text + UNet calls per step x steps + decoder, per-call medians"},
         "weights": reference.sources,
+        "alt_decoders": [{"preset": name, "weights": _alt_decoder_weights(out, name)} for name, _ in settings.alt_decoders],
         "calibration_notes": notes,
         "decoder_screen": screen,
         "component_candidates": [{"component": c.component, "recipe": c.recipe, "directory": c.directory,
@@ -705,6 +795,11 @@ def make_plan(preset: Preset, out: str | Path, settings: PlanSettings, artifacts
     write_json_atomic(out / "plan.json", plan)
     write_text_atomic(out / "plan.md", markdown(plan))
     return plan
+
+
+def _alt_decoder_weights(out: Path, name: str) -> str:
+    """Where an alternative decoder's weights came from, as its export recorded it."""
+    return read_manifest(out / "decoders" / name / "artifacts")["source"]["weights"]["vae_decoder"]
 
 
 def end_to_end_markdown(measured: dict | None, heading: bool = True) -> list[str]:
@@ -757,6 +852,10 @@ def markdown(plan: dict) -> str:
               f"estimate = {m['estimate']} ({timing}; UNet calls per step {m['unet_calls_per_step']}).", ""]
     lines += [f"**Calibration:** {note}." for note in plan.get("calibration_notes", [])]
     lines += [""] if plan.get("calibration_notes") else []
+    if plan.get("alt_decoders"):
+        lines += ["Decoders: the preset's own; " + "; ".join(f"{d['preset']}'s, {d['weights']}"
+                                                            for d in plan["alt_decoders"])
+                  + " (candidates named PRESET/RECIPE).", ""]
     lines += end_to_end_markdown(plan.get("end_to_end"))
     lines += ["## Component candidates (median ms per call)", "", "| component | recipe | ms | note |",
               "| --- | --- | ---: | --- |"]

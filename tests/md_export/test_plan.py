@@ -292,3 +292,59 @@ def test_the_plans_own_calibration_fits_it_and_a_mismatched_one_is_named(tiny_pl
     assert plan_module.calibration_notes(tmp_path, 4, gate) == []
     plan_with_notes = dict(plan, calibration_notes=notes)
     assert f"**Calibration:** {notes[0]}." in plan_module.markdown(plan_with_notes)
+
+
+def test_an_alternative_decoder_is_a_candidate_held_to_the_same_gates(tiny_plan, tmp_path, monkeypatch):
+    """--alt-decoder: another preset's decoder (the TAESD-style one; random weights, so another
+    picture) is exported, quantized, timed and screened out by the image gate; the preset's own
+    decoder from a checkpoint (the same weights, another source) passes and, made the fastest,
+    ships: its pipeline runs end to end and the limit counts its own GFLOPs."""
+    from md_export.models import build_component, get_preset
+    from md_export.torch_networks import save_checkpoint_dir
+
+    source, _ = tiny_plan
+    same = tmp_path / "same-decoder"
+    save_checkpoint_dir(same, {"vae_decoder": build_component(get_preset("mobilediffusion-tiny"), "vae_decoder",
+                                                              seed=0)})
+    own, taesd = "mobilediffusion-tiny/fp32", "mobilediffusion-taesd-tiny"
+    real_time = plan_module.time_candidates
+
+    def time_candidates(candidates, runs, progress):
+        return [replace(c, ms=1e-6) if c.recipe == own and c.ms is not None else c
+                for c in real_time(candidates, runs, progress)]
+
+    monkeypatch.setattr(plan_module, "time_candidates", time_candidates)
+    out = tmp_path / "plan-alt"
+    assert main(["plan", *TINY, "--out", str(out), "--artifacts", str(source / "artifacts"),
+                 "--calibration", str(source / "calibration"), "--alt-decoder", taesd,
+                 "--alt-decoder", f"mobilediffusion-tiny={same}"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    decoders = {c["recipe"]: c for c in plan["component_candidates"] if c["component"] == "vae_decoder"}
+    for recipe in ("fp32", "onnx-fp16", "onnx-dynamic-int8", "onnx-static-int8"):
+        alt = decoders[f"{taesd}/{recipe}"]
+        assert alt["error"] is None and alt["ms"] > 0, alt
+        assert Path(alt["directory"]).is_relative_to(out / "decoders" / taesd)
+        # another decoder's picture: far under the gate on torch's own latents, never evaluated
+        screen = plan["decoder_screen"][f"{taesd}/{recipe}"]
+        assert screen["passed"] is False and max(screen["image_psnr_db"]) < 20, screen
+    assert all(r["screened_out"] for r in plan["candidates"] if r["components"]["vae_decoder"].startswith(taesd))
+    # the same weights through another checkpoint: the same picture, so it passes and, fastest, ships
+    assert plan["decoder_screen"][own]["passed"] and min(plan["decoder_screen"][own]["image_psnr_db"]) > 60
+    assert plan["choice"]["vae_decoder"] == own
+    choice = plan["end_to_end"]["choice"]
+    assert choice["total_ms"] > 0 and choice["limit_ms"] > 0
+    assert [d["preset"] for d in plan["alt_decoders"]] == [taesd, "mobilediffusion-tiny"]
+    assert ("Decoders: the preset's own; mobilediffusion-taesd-tiny's, random weights (seed 0); "
+            f"mobilediffusion-tiny's, checkpoint {same / 'vae_decoder.safetensors'} (candidates named PRESET/RECIPE).") in (
+        out / "plan.md").read_text()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("mobilediffusion-micro", "at 1/4 scale"),  # another latent space
+    ("mobilediffusion-tiny", "the same decoder with the same weights"),
+])
+def test_an_alternative_decoder_that_cannot_stand_in_is_refused_before_any_work(tmp_path, capsys, value, message):
+    out = tmp_path / "refused"
+    assert main(["plan", *TINY, "--out", str(out), "--alt-decoder", value]) != 0
+    assert message in capsys.readouterr().err
+    assert not out.exists()
