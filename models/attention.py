@@ -113,7 +113,7 @@ class GatedFeedForward(nn.Module):
         # sequence; onnxruntime fuses the two Slices into one Split. The static int8
         # `mobilediffusion` UNet at 512 (23 FFNs, 2-core Zen 3): 39.0 -> 13.2 ms of kernel time a
         # call, 1228 -> 1202 ms median (10 alternating calls), outputs bit-identical. The ONNX
-        # export goes further: two Linears, no Split (export/onnx.py, gated_projections_split).
+        # and LiteRT exports go further: two matmuls, no copy (export/split_projections.py).
         value, gate = projected[..., :inner], projected[..., inner:]
         gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
         return self.out(value * gate)

@@ -9,17 +9,13 @@ to the model and its nodes named after their modules (`scope_node_names`).
 
 from __future__ import annotations
 
-import contextlib
-import types
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .quiet import quiet
+from .split_projections import gated_projections_split
 from .types import ExportError, ExportTarget, Tolerance, ToleranceTable
 
 OPSET = 18
@@ -80,50 +76,6 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
         onnx.save_model(graph, str(path))  # its tensors stay in path.data, referenced by name
     onnx.checker.check_model(str(path))
     return path
-
-
-def _gated_forward(self, x: torch.Tensor) -> torch.Tensor:
-    value, gate = self.proj(x)
-    gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
-    return self.out(value * gate)
-
-
-def _projection_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return F.linear(x, self.value_weight, self.value_bias), F.linear(x, self.gate_weight, self.gate_bias)
-
-
-_HALVES = ("value_weight", "value_bias", "gate_weight", "gate_bias")
-
-
-@contextlib.contextmanager
-def gated_projections_split(modules: Iterable[nn.Module]) -> Iterator[int]:
-    """While exporting, run each gated feed-forward's projection as two matmuls (the value rows and
-    the gate rows, views of `proj`'s weight and bias: no copy) instead of one sliced in two.
-    onnxruntime ran the sliced output through a Split that copies the (tokens, 2 x inner)
-    activation; two Gemms write the halves where they are read. The `mobilediffusion` UNet at 512
-    (23 FFNs), 10 alternating calls, 2-core Xeon: static int8 520.8 -> 497.1 ms (the Splits took
-    20.1 ms of kernel time a call), fp32 1,397.7 -> 1,369.0 ms, outputs bit-identical. Both matmuls
-    stay in `proj`'s scope, so the nodes keep naming a module of the network. ONNX only: LiteRT's
-    and Core ML's converters fold the slices themselves. Restored on exit; yields how many
-    projections were split."""
-    from md_export.models.attention import GatedFeedForward
-
-    found = list({id(m): m for module in modules for m in module.modules() if isinstance(m, GatedFeedForward)}.values())
-    for ff in found:
-        proj, inner = ff.proj, ff.proj.out_features // 2
-        for half, rows in (("value", slice(0, inner)), ("gate", slice(inner, 2 * inner))):
-            proj.register_parameter(f"{half}_weight", nn.Parameter(proj.weight.detach()[rows], requires_grad=False))
-            bias = None if proj.bias is None else nn.Parameter(proj.bias.detach()[rows], requires_grad=False)
-            proj.register_parameter(f"{half}_bias", bias)
-        proj.forward = types.MethodType(_projection_halves, proj)
-        ff.forward = types.MethodType(_gated_forward, ff)
-    try:
-        yield len(found)
-    finally:
-        for ff in found:
-            for name in _HALVES:
-                delattr(ff.proj, name)
-            del ff.proj.forward, ff.forward
 
 
 def scope_node_names(model) -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .quiet import quiet
+from .split_projections import gated_projections_split
 from .types import ExportError, ExportTarget, Tolerance, ToleranceTable
 
 TOLERANCES = ToleranceTable({
@@ -201,7 +202,7 @@ def convert(targets: list[ExportTarget], path: Path, before_write: Callable[[], 
     try:
         modules = [target.module for target in targets]
         with quiet(), split_large_convs(modules), attention_scores_as_batch_matmul(modules), \
-                group_norms_channels_last(modules):
+                group_norms_channels_last(modules), gated_projections_split(modules):
             converter = None
             for target in targets:
                 add = litert_torch.signature if converter is None else converter.signature
