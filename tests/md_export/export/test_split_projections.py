@@ -41,6 +41,29 @@ def test_the_split_gives_the_same_output_and_restores_the_module(activation):
     assert sorted(ff.state_dict()) == keys  # checkpoints keep one `proj`
 
 
+def test_the_whole_weight_is_empty_inside_and_put_back_bit_for_bit():
+    torch.manual_seed(0)
+    ff = GatedFeedForward(32, 4, "silu").eval()
+    weight, bias = ff.proj.weight.detach().clone(), ff.proj.bias.detach().clone()
+    x = torch.randn(1, 5, 32)
+    with torch.no_grad():
+        expected = ff(x)
+        with gated_projections_split([ff]):
+            assert ff.proj.weight.numel() == 0 and ff.proj.bias.numel() == 0  # the converter sees halves only
+            assert torch.equal(torch.cat([ff.proj.value_weight, ff.proj.gate_weight]), weight)
+        assert torch.equal(ff.proj.weight, weight) and torch.equal(ff.proj.bias, bias)
+        assert torch.equal(ff(x), expected)
+
+
+def test_weights_released_inside_stay_released():
+    from md_export.export.driver import release_weights
+
+    ff = GatedFeedForward(32, 4, "gelu")
+    with gated_projections_split([ff]):
+        release_weights([ff])  # what the LiteRT export does before writing the flatbuffer
+    assert ff.proj.weight.numel() == 0 and not hasattr(ff.proj, "value_weight")
+
+
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_the_onnx_graph_has_two_matmuls_in_projs_scope_and_no_split(tmp_path, monkeypatch, dynamo):
     if dynamo:
