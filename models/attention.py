@@ -106,6 +106,13 @@ class GatedFeedForward(nn.Module):
         self.out = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.halves(x)
+        gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
+        return self.out(value * gate)
+
+    def halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projection's value and gate halves (the ONNX and LiteRT exports swap this method:
+        export/split_projections.py)."""
         projected = self.proj(x)
         inner = projected.shape[-1] // 2
         # Two slices, not chunk(2): the dynamo exporter (optimize=False, as export/onnx.py runs it)
@@ -113,10 +120,8 @@ class GatedFeedForward(nn.Module):
         # sequence; onnxruntime fuses the two Slices into one Split. The static int8
         # `mobilediffusion` UNet at 512 (23 FFNs, 2-core Zen 3): 39.0 -> 13.2 ms of kernel time a
         # call, 1228 -> 1202 ms median (10 alternating calls), outputs bit-identical. The ONNX
-        # and LiteRT exports go further: two matmuls, no copy (export/split_projections.py).
-        value, gate = projected[..., :inner], projected[..., inner:]
-        gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
-        return self.out(value * gate)
+        # and LiteRT exports go further: two matmuls, no copy.
+        return projected[..., :inner], projected[..., inner:]
 
 
 class BasicTransformerBlock(nn.Module):

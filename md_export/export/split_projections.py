@@ -24,10 +24,8 @@ from torch import nn
 _HALVES = ("value_weight", "value_bias", "gate_weight", "gate_bias")
 
 
-def _gated_forward(self, x: torch.Tensor) -> torch.Tensor:
-    value, gate = self.proj(x)
-    gate = F.gelu(gate) if self.activation == "gelu" else F.silu(gate)
-    return self.out(value * gate)
+def _halves_from_proj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return self.proj(x)  # inside proj's scope, so the nodes name a module of the network
 
 
 def _projection_halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +63,7 @@ def gated_projections_split(modules: Iterable[nn.Module]) -> Iterator[int]:
                 # (max RSS of `md-export export --components unet --formats tflite`).
                 whole.data = torch.empty(0, dtype=whole.dtype)
         proj.forward = types.MethodType(_projection_halves, proj)
-        ff.forward = types.MethodType(_gated_forward, ff)
+        ff.halves = types.MethodType(_halves_from_proj, ff)  # forward's activation and `out` stay the module's
     try:
         yield len(found)
     finally:
@@ -77,4 +75,4 @@ def gated_projections_split(modules: Iterable[nn.Module]) -> Iterator[int]:
                     whole.data = torch.cat([value.detach(), gate.detach()])
             for name in _HALVES:
                 delattr(proj, name)
-            del proj.forward, ff.forward
+            del proj.forward, ff.halves

@@ -37,7 +37,7 @@ def test_the_split_gives_the_same_output_and_restores_the_module(activation):
     assert split == 1
     # two GEMMs over the same rows against one over both: fp32 rounding only (outputs ~0.3)
     assert (got - expected).abs().max() <= 1e-6
-    assert "forward" not in vars(ff) and "forward" not in vars(ff.proj) and not hasattr(ff.proj, "value_weight")
+    assert "halves" not in vars(ff) and "forward" not in vars(ff.proj) and not hasattr(ff.proj, "value_weight")
     assert sorted(ff.state_dict()) == keys  # checkpoints keep one `proj`
 
 
