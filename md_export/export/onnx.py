@@ -4,7 +4,8 @@ Why the TorchScript exporter: onnxruntime's static quantization calibrates the g
 and failed on the dynamo exporter's GroupNorm (DESIGN.md section 3). Both give ~1e-7 fp32 error.
 Networks over 1 GB of weights (the `mobilediffusion` and SD-1.5 UNets) go through the dynamo
 exporter instead, for its memory (`DYNAMO_FROM_BYTES`), with its tensors in one `.data` file next
-to the model and its nodes named after their modules (`scope_node_names`).
+to the model and its nodes named after their modules (`scope_node_names`). GroupNorm goes out as
+LayerNormalization over each group, which onnxruntime runs on every thread (`onnx_group_norm`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .onnx_group_norm import group_norms_as_layer_norm, share_layer_norm_scales
 from .quiet import quiet
 from .split_projections import gated_projections_split
 from .types import ExportError, ExportTarget, Tolerance, ToleranceTable
@@ -57,7 +59,7 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
     dynamic_axes = {name: {0: "batch"} for name in input_names + output_names} if dynamic_batch else None
     large = _weight_bytes(target) >= DYNAMO_FROM_BYTES
     try:
-        with quiet(), gated_projections_split([target.module]):
+        with quiet(), gated_projections_split([target.module]), group_norms_as_layer_norm([target.module]):
             if large:
                 program = torch.onnx.export(target.module, target.args(), input_names=input_names,
                                             output_names=output_names, opset_version=OPSET, dynamo=True,
@@ -74,6 +76,10 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
         graph = onnx.load(str(path), load_external_data=False)  # the graph only: a few MB
         scope_node_names(graph)
         onnx.save_model(graph, str(path))  # its tensors stay in path.data, referenced by name
+    else:
+        graph = onnx.load(str(path))
+        if share_layer_norm_scales(graph):  # the GroupNorms' full-length ones and zeros
+            onnx.save_model(graph, str(path))
     onnx.checker.check_model(str(path))
     return path
 

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from .method_swap import method_swapped
 from .quiet import quiet
 from .split_projections import gated_projections_split
 from .types import ExportError, ExportTarget, Tolerance, ToleranceTable
@@ -126,22 +127,6 @@ def _einsum_scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bic,bjc->bij", q, k)
 
 
-@contextlib.contextmanager
-def _method_swapped(modules: Iterable[nn.Module], matches: Callable[[nn.Module], bool], name: str,
-                    method: Callable) -> Iterator[int]:
-    """Every distinct module below `modules` that `matches` runs `method` as its `name` until exit
-    (then its class's again). Yields how many were switched."""
-    # by id: the targets of a multi-resolution export share one module
-    patched = list({id(m): m for module in modules for m in module.modules() if matches(m)}.values())
-    for module in patched:
-        setattr(module, name, types.MethodType(method, module))
-    try:
-        yield len(patched)
-    finally:
-        for module in patched:
-            delattr(module, name)
-
-
 def attention_scores_as_batch_matmul(modules: Iterable[nn.Module]) -> contextlib.AbstractContextManager[int]:
     """While converting, compute the VAE attention's q k^T as an einsum. As a matmul with a
     transposed k (3-D, batch 1) the converter emits a FULLY_CONNECTED whose weights are k;
@@ -152,7 +137,7 @@ def attention_scores_as_batch_matmul(modules: Iterable[nn.Module]) -> contextlib
     on exit; yields how many attentions were switched."""
     from md_export.models.vae_kl import VAEAttention
 
-    return _method_swapped(modules, lambda m: isinstance(m, VAEAttention), "scores", _einsum_scores)
+    return method_swapped(modules, lambda m: isinstance(m, VAEAttention), "scores", _einsum_scores)
 
 
 def _group_norm_by_channel_moments(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +174,7 @@ def group_norms_channels_last(modules: Iterable[nn.Module]) -> contextlib.Abstra
     transpose on each side of every norm: 50 transposes, 250 ms of the 512 decoder's 1,035 ms as
     dynamic int8, 234-271 ms of 2.84 s in fp32 (bench profile, 2-core Xeon). Restored on exit;
     yields how many norms were switched."""
-    return _method_swapped(modules, lambda m: type(m) is nn.GroupNorm, "forward", _group_norm_by_channel_moments)
+    return method_swapped(modules, lambda m: type(m) is nn.GroupNorm, "forward", _group_norm_by_channel_moments)
 
 
 def convert(targets: list[ExportTarget], path: Path, before_write: Callable[[], None] | None = None
