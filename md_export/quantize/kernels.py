@@ -15,6 +15,7 @@ matches its kernels (uint8 activations on x86). Counting in the optimized graph 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -35,11 +36,20 @@ _FLOAT_KERNELS = {"Conv": "Conv", "FusedConv": "Conv", "ConvTranspose": "Conv",
 _QDQ = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 
 
+# What onnxruntime's optimizers append to a node's name, after a slash, when they fuse or copy it
+# ("/mid_attention/ff/proj/node_MatMul_162/MatMulAddFusion", ".../act/Mul/QuickGeluFusion",
+# ".../Reshape_output_0_dq/duplicated_token_3"): not a module of the network.
+_ORT_NAME_TAG = re.compile(r"(?:[A-Za-z]+Fusion|duplicated)(?:_token_\d+)?")
+
+
 def module_name(node_name: str) -> str:
     """The PyTorch module path in a TorchScript-exported node name ("/up_blocks.0/resnets.1/conv1/Conv"
     -> "up_blocks.0.resnets.1.conv1"; "" when the node has none); onnxruntime keeps the name (or
-    appends to it) when it fuses."""
-    return ".".join(p for p in node_name.strip("/").split("/")[:-1] if p)
+    appends a tag to it, dropped here) when it fuses."""
+    parts = [p for p in node_name.strip("/").split("/") if p]
+    while len(parts) > 1 and _ORT_NAME_TAG.fullmatch(parts[-1]):
+        parts.pop()
+    return ".".join(parts[:-1])
 
 
 def module_of(node_name: str) -> str:

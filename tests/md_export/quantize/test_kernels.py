@@ -104,6 +104,13 @@ def test_litert_dynamic_int8_counts_integer_weight_convs(decoder):
 def test_module_of_reads_the_exporters_scope():
     assert module_of("/decoder/layers/layers.3/conv/conv.0/Conv") == "decoder.layers.layers.3.conv.conv.0"
     assert module_of("Conv_12") == "(graph)"
+    # onnxruntime's fusions and DQ copies append a tag (names from the 512 UNet's and decoder's
+    # optimized int8 graphs): the module is the fused node's
+    assert module_of("/down_blocks.1.attentions.0.transformer_blocks.0.ff.proj/node_MatMul_162/MatMulAddFusion") \
+        == "down_blocks.1.attentions.0.transformer_blocks.0.ff.proj"
+    assert module_of("/decoder/up_blocks.3/resnets.0/Mul/QuickGeluFusion") == "decoder.up_blocks.3.resnets.0"
+    assert module_of("/decoder/norm/Reshape_output_0_dq/duplicated_token_3") == "decoder.norm"
+    assert module_of("Conv_output_0_DequantizeLinear/duplicated") == "(graph)"
 
 
 def test_quantize_prints_kernels_and_speed(decoder, capsys, tmp_path):
