@@ -65,6 +65,8 @@ class KernelReport:
     qdq_left: int = 0  # Quantize/DequantizeLinear nodes the runtime still executes
     op_counts: dict[str, int] = field(default_factory=dict)  # every op type in the executed graph
     float_islands: dict[str, list[str]] = field(default_factory=dict)  # compute class -> modules left float
+    # float MatMuls of two computed operands (attention's products; onnx-static-int8 keeps them float)
+    float_activation_products: int = 0
 
     def fully_quantized(self, classes: tuple[str, ...] = COMPUTE_CLASSES) -> bool:
         return all(self.quantized.get(c, 0) == self.total.get(c, 0) for c in classes)
@@ -73,6 +75,8 @@ class KernelReport:
         parts = [f"{c} {self.quantized.get(c, 0)}/{self.total[c]} quantized" if i == 0 else
                  f"{c} {self.quantized.get(c, 0)}/{self.total[c]}"
                  for i, c in enumerate(c for c in COMPUTE_CLASSES if self.total.get(c))]
+        if self.float_activation_products:
+            parts.append(f"{self.float_activation_products} float products of two activations")
         if self.runtime == "onnxruntime":
             parts.append(f"Q/DQ left {self.qdq_left}")
         return ", ".join(parts) or "no Conv/MatMul/Gemm"
@@ -113,6 +117,7 @@ def onnx_kernel_report(path: str | Path, threads: int = 1) -> KernelReport:
     report = KernelReport("onnxruntime")
     counts: Counter = Counter()
     float_nodes = []
+    constant = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     for node in graph.node:
         counts[node.op_type] += 1
         if node.op_type in _QUANTIZED_KERNELS:
@@ -123,6 +128,8 @@ def onnx_kernel_report(path: str | Path, threads: int = 1) -> KernelReport:
             cls = _FLOAT_KERNELS[node.op_type]
             report.total[cls] = report.total.get(cls, 0) + 1
             float_nodes.append((cls, node.name))
+            if cls == "MatMul" and not any(name in constant for name in node.input if name):
+                report.float_activation_products += 1
         elif node.op_type in _QDQ:
             report.qdq_left += 1
     report.op_counts = dict(sorted(counts.items()))
