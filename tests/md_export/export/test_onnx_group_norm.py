@@ -11,26 +11,7 @@ from torch import nn
 
 from md_export import export_model
 from md_export.export.manifest import read_manifest
-from md_export.export.onnx_group_norm import group_norms_as_layer_norm, share_layer_norm_scales
-
-
-@pytest.mark.parametrize("groups,channels,affine", [(32, 512, True), (8, 64, False), (1, 16, True)])
-@pytest.mark.parametrize("offset", [0.0, 50.0])
-def test_layer_norm_over_groups_gives_group_norms_output(groups, channels, affine, offset):
-    torch.manual_seed(0)
-    norm = nn.GroupNorm(groups, channels, eps=1e-6, affine=affine)
-    if affine:
-        nn.init.normal_(norm.weight)
-        nn.init.normal_(norm.bias)
-    x = torch.randn(2, channels, 16, 16) * 3 + offset
-    expected = norm(x)
-    with group_norms_as_layer_norm([norm]) as switched:
-        got = norm(x)
-    assert switched == 1
-    assert "forward" not in vars(norm)  # restored: the class's forward again
-    # the same statistics in another kernel, outputs of magnitude 4-12: measured at most 1.4e-6
-    # with zero-mean channels, 3.8e-6 with every channel's mean at 50
-    assert (got - expected).abs().max() <= 2e-5, (got - expected).abs().max()
+from md_export.export.onnx_group_norm import share_layer_norm_scales
 
 
 class TwoNorms(nn.Module):
