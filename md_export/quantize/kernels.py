@@ -52,6 +52,16 @@ def module_name(node_name: str) -> str:
     return ".".join(parts[:-1])
 
 
+def constant_names(graph) -> set[str]:
+    """Tensors of an ONNX graph that are weights or constants, not computed from its inputs."""
+    return {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+
+
+def multiplies_two_activations(node, constants: set[str]) -> bool:
+    """A matmul whose two operands are both computed in the graph (attention's q k^T, weights x v)."""
+    return not any(name in constants for name in node.input[:2])
+
+
 def module_of(node_name: str) -> str:
     """`module_name`, with "(graph)" for nodes outside any submodule."""
     return module_name(node_name) or "(graph)"
@@ -117,7 +127,7 @@ def onnx_kernel_report(path: str | Path, threads: int = 1) -> KernelReport:
     report = KernelReport("onnxruntime")
     counts: Counter = Counter()
     float_nodes = []
-    constant = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    constants = constant_names(graph)
     for node in graph.node:
         counts[node.op_type] += 1
         if node.op_type in _QUANTIZED_KERNELS:
@@ -128,7 +138,7 @@ def onnx_kernel_report(path: str | Path, threads: int = 1) -> KernelReport:
             cls = _FLOAT_KERNELS[node.op_type]
             report.total[cls] = report.total.get(cls, 0) + 1
             float_nodes.append((cls, node.name))
-            if cls == "MatMul" and not any(name in constant for name in node.input if name):
+            if cls == "MatMul" and multiplies_two_activations(node, constants):
                 report.float_activation_products += 1
         elif node.op_type in _QDQ:
             report.qdq_left += 1

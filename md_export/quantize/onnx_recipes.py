@@ -28,6 +28,7 @@ import numpy as np
 
 from ..export import onnx as onnx_backend
 from ..export.quiet import quiet
+from .kernels import constant_names, multiplies_two_activations
 from .ort_weights import vectorized_per_channel_weights
 from .tail_ranges import TailRanges
 
@@ -61,22 +62,26 @@ _INTEGER_CONSUMERS = ("Conv",) + PASS_THROUGH_OP_TYPES + INTEGER_CHAIN_OP_TYPES
 # decoder (2) 1,354.8 -> 1,349.7 ms (5), 29.9 / 40.6 dB both; text encoder (24) 46.9 -> 46.9 ms
 # (30), 50.0 -> 50.9 dB. LiteRT's dynamic int8 runs them in float as well (its UNet profile: Batch
 # Matrix Multiply, F32, 26.2 ms against onnxruntime's 49.0 ms of int8 attention products).
-def activation_product_nodes(model_path: Path) -> list[str]:
-    """MatMul nodes whose operands are both computed in the graph (neither a weight nor a constant)."""
+def activation_product_nodes(graph) -> list[str]:
+    """MatMul nodes of an ONNX graph whose operands are both computed in it (neither a weight nor a constant)."""
+    constants = constant_names(graph)
+    return sorted(n.name for n in graph.node if n.op_type == "MatMul" and multiplies_two_activations(n, constants))
+
+
+def uint8_float_nodes(model_path: Path, excluded: list[str]) -> list[str]:
+    """What the uint8 recipe leaves float beside `excluded`: the Adds outside integer chains, then
+    the products of two activations. Reads the graph once (in one child process for a large model)."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    constant = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
-    return sorted(n.name for n in graph.node
-                  if n.op_type == "MatMul" and not any(name in constant for name in n.input))
+    chain = float_chain_nodes(graph, excluded)
+    return chain + [n for n in activation_product_nodes(graph) if n not in chain and n not in excluded]
 
 
-def float_chain_nodes(model_path: Path, excluded: list[str]) -> list[str]:
-    """The INTEGER_CHAIN_OP_TYPES nodes outside an integer chain: what onnxruntime's quantizer
-    must leave alone. Repeated to a fixed point: leaving one Add float can break the next chain."""
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+def float_chain_nodes(graph, excluded: list[str]) -> list[str]:
+    """The INTEGER_CHAIN_OP_TYPES nodes of an ONNX graph outside an integer chain: what
+    onnxruntime's quantizer must leave alone. Repeated to a fixed point: leaving one Add float can
+    break the next chain."""
     skipped = set(excluded)
     nodes = [n for n in graph.node if n.name not in skipped]
     consumers: dict[str, list] = {}
@@ -363,8 +368,7 @@ def static_int8(fp32_path: Path, out: Path, feeds, nodes_to_exclude=None, cache:
         op_types, excluded = list(STATIC_OP_TYPES + PASS_THROUGH_OP_TYPES), list(nodes_to_exclude or [])
         if activation_type == "uint8":
             op_types += INTEGER_CHAIN_OP_TYPES
-            excluded += phase(float_chain_nodes, Path(model), excluded)
-            excluded += [n for n in phase(activation_product_nodes, Path(model)) if n not in excluded]
+            excluded += phase(uint8_float_nodes, Path(model), excluded)
         cache = Path(cache) if cache else Path(work) / "calibration_ranges.json"
         if not cache.is_file():
             if feeds is None:

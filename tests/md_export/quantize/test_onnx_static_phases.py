@@ -42,7 +42,7 @@ def _one_process(fp32, out, feeds):
                     + onnx_recipes.INTEGER_CHAIN_OP_TYPES)
     quantize_static(str(model), str(out), onnx_recipes.FeedReader(feeds), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, op_types_to_quantize=op_types,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=onnx_recipes.float_chain_nodes(model, []),
+                    weight_type=QuantType.QInt8, nodes_to_exclude=onnx_recipes.uint8_float_nodes(model, []),
                     calibrate_method=CalibrationMethod.MinMax,
                     reduce_range=onnx_recipes.reduced_weight_range()["reduce_range"],  # 7-bit on x86 without VNNI
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
