@@ -59,7 +59,7 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
     dynamic_axes = {name: {0: "batch"} for name in input_names + output_names} if dynamic_batch else None
     large = _weight_bytes(target) >= DYNAMO_FROM_BYTES
     try:
-        with quiet(), gated_projections_split([target.module]), group_norms_as_layer_norm([target.module]):
+        with quiet(), gated_projections_split([target.module]), group_norms_as_layer_norm([target.module]) as norms:
             if large:
                 program = torch.onnx.export(target.module, target.args(), input_names=input_names,
                                             output_names=output_names, opset_version=OPSET, dynamo=True,
@@ -76,9 +76,9 @@ def convert(target: ExportTarget, path: Path, dynamic_batch: bool = False) -> Pa
         graph = onnx.load(str(path), load_external_data=False)  # the graph only: a few MB
         scope_node_names(graph)
         onnx.save_model(graph, str(path))  # its tensors stay in path.data, referenced by name
-    else:
+    elif norms:  # the GroupNorms' full-length ones and zeros; without norms the file is not read again
         graph = onnx.load(str(path))
-        if share_layer_norm_scales(graph):  # the GroupNorms' full-length ones and zeros
+        if share_layer_norm_scales(graph):
             onnx.save_model(graph, str(path))
     onnx.checker.check_model(str(path))
     return path

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .method_swap import distinct_submodules
+
 _HALVES = ("value_weight", "value_bias", "gate_weight", "gate_bias")
 
 
@@ -48,7 +50,7 @@ def gated_projections_split(modules: Iterable[nn.Module]) -> Iterator[int]:
     the halves (parameters of `proj` until exit), and the whole weight stays empty then."""
     from md_export.models.attention import GatedFeedForward
 
-    found = list({id(m): m for module in modules for m in module.modules() if isinstance(m, GatedFeedForward)}.values())
+    found = distinct_submodules(modules, lambda m: isinstance(m, GatedFeedForward))
     for ff in found:
         proj, inner = ff.proj, ff.proj.out_features // 2
         for name in ("weight", "bias"):
