@@ -90,10 +90,9 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 
     recipes = [r for r in settings.recipes if r.split("-")[0] in settings.formats]
     # The export converts on one core; beside it, in their own children, the torch reference and
-    # the calibration use the other. LiteRT's conversion of the UNet, the job's largest process
-    # (7.2 GB of the job's 7.6 on the 2-core AVX2 EPYC), runs alone once they are done; beside
-    # them the export holds at most about 3 GB (UNet first, its weights freed after its last
-    # format), the torch reference 3.5 GB and the calibration 3.1 GB.
+    # the calibration use the other. The export holds at most about 3 GB (UNet first, in every
+    # format, its weights freed after its last one; LiteRT's conversion of it peaked at 2.5 GB),
+    # the torch reference 3.5 GB and the calibration 3.1 GB.
     stage("export")
     report["concurrent_stages"] = {"export": ["torch reference image"] + (["calibration"] if recipes else [])}
     stop = threading.Event()
@@ -133,10 +132,6 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
         except BaseException:
             stop.set()  # the export's child ends too, not minutes later
             raise
-    if "tflite" in settings.formats:
-        entries += run_isolated(export_preset, preset, ("unet",), ("tflite",), settings.precisions, artifacts,
-                                checkpoint_dir=settings.checkpoint_dir,
-                                progress=lambda message: progress(f"export: {message}"))
     report["artifacts"] = [{k: e[k] for k in ("file", "signature", "format", "precision", "size_bytes",
                                                "export_seconds")} for e in entries]
     done("export")
@@ -260,14 +255,13 @@ def _quantize_recipe(artifacts: Path, recipe: str, out: Path, progress: Progress
 
 
 def _export_beside(preset: Preset, settings: "MainJobSettings", artifacts: Path, progress: Progress) -> list[dict]:
-    """Every artifact but LiteRT's UNet, in one child: the UNet first, so its weights are freed
-    before the text encoder's and decoder's conversions, then those two in every format. One
-    directory, one manifest: each export_preset call keeps the earlier one's artifacts."""
-    entries = []
-    unet_formats = tuple(f for f in settings.formats if f != "tflite")  # LiteRT's UNet converts alone, later
-    if unet_formats:
-        entries += export_preset(preset, ("unet",), unet_formats, settings.precisions, artifacts,
-                                 checkpoint_dir=settings.checkpoint_dir, progress=progress)
+    """Every artifact, in one child: the UNet first, in every format, so its weights are freed
+    before the text encoder's and decoder's conversions, then those two. One directory, one
+    manifest: each export_preset call keeps the earlier one's artifacts. LiteRT's conversion of
+    the UNet ran alone after the rest while it peaked at 6-7 GB; with litert-torch's lazy
+    constants (export/tflite.py) it is 2.5 GB and joins the others."""
+    entries = export_preset(preset, ("unet",), settings.formats, settings.precisions, artifacts,
+                            checkpoint_dir=settings.checkpoint_dir, progress=progress)
     entries += export_preset(preset, ("text_encoder", "vae_decoder"), settings.formats, settings.precisions,
                              artifacts, checkpoint_dir=settings.checkpoint_dir, progress=progress)
     return entries
