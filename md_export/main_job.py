@@ -90,16 +90,18 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
 
     recipes = [r for r in settings.recipes if r.split("-")[0] in settings.formats]
     # The export converts on one core; beside it, in their own children, the torch reference and
-    # the calibration use the other. The export runs in two children, one after the other:
-    # LiteRT's conversion of the UNet (2.5 GB), then every other artifact (at most about 3 GB:
-    # UNet first, its weights freed after its last format); the torch reference holds 3.5 GB, the
-    # calibration 3.1 GB and up to 4.3 GB while it samples the decoder's latents.
+    # the calibration use the other. LiteRT's conversion of the UNet runs alone once they are
+    # done: it holds 4.7 GB (7.0-7.2 GB before litert-torch's lazy constants), and beside the torch
+    # reference (README command 1 peaked at 7.85 GB, 2-core Xeon) or after the UNet's other formats
+    # in their child (8.1 GB) it left no room under 8 GB. Beside them the export holds at most
+    # about 3 GB (UNet first, its weights freed after its last format), the torch reference 3.5 GB
+    # and the calibration 3.1 GB, up to 4.3 GB while it samples the decoder's latents.
     stage("export")
     report["concurrent_stages"] = {"export": ["torch reference image"] + (["calibration"] if recipes else [])}
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        exporting = pool.submit(_export_in_two_children, preset, settings, artifacts,
-                                lambda message: progress(f"export: {message}"), stop)
+        exporting = pool.submit(run_isolated, _export_beside, preset, settings, artifacts,
+                                progress=lambda message: progress(f"export: {message}"), stop=stop)
         try:
             stage("torch reference image")
             # One child draws the reference and then calibrates with the same torch networks: a
@@ -133,6 +135,10 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
         except BaseException:
             stop.set()  # the export's child ends too, not minutes later
             raise
+    if "tflite" in settings.formats:
+        entries += run_isolated(export_preset, preset, ("unet",), ("tflite",), settings.precisions, artifacts,
+                                checkpoint_dir=settings.checkpoint_dir,
+                                progress=lambda message: progress(f"export: {message}"))
     report["artifacts"] = [{k: e[k] for k in ("file", "signature", "format", "precision", "size_bytes",
                                                "export_seconds")} for e in entries]
     done("export")
@@ -255,26 +261,12 @@ def _quantize_recipe(artifacts: Path, recipe: str, out: Path, progress: Progress
     return entry, markdown(result).replace("# Parity", f"## Parity of {recipe}", 1)
 
 
-def _export_in_two_children(preset: Preset, settings: "MainJobSettings", artifacts: Path, progress: Progress,
-                            stop: threading.Event) -> list[dict]:
-    """LiteRT's conversion of the UNet in a child of its own, then every other artifact in a
-    second one (_export_beside). It ran alone after the torch reference and the calibration while
-    it peaked at 6-7 GB; with litert-torch's lazy constants (export/tflite.py) it holds 2.5 GB and
-    goes first, beside the torch reference. Converted in the same child as the UNet's other
-    formats, after them, it held 4.9 GB there and README command 1 peaked at 8.1 GB."""
-    entries = []
-    if "tflite" in settings.formats:
-        entries += run_isolated(export_preset, preset, ("unet",), ("tflite",), settings.precisions, artifacts,
-                                checkpoint_dir=settings.checkpoint_dir, progress=progress, stop=stop)
-    return entries + run_isolated(_export_beside, preset, settings, artifacts, progress=progress, stop=stop)
-
-
 def _export_beside(preset: Preset, settings: "MainJobSettings", artifacts: Path, progress: Progress) -> list[dict]:
     """Every artifact but LiteRT's UNet, in one child: the UNet first, so its weights are freed
     before the text encoder's and decoder's conversions, then those two in every format. One
     directory, one manifest: each export_preset call keeps the earlier one's artifacts."""
     entries = []
-    unet_formats = tuple(f for f in settings.formats if f != "tflite")  # LiteRT's UNet converted before
+    unet_formats = tuple(f for f in settings.formats if f != "tflite")  # LiteRT's UNet converts alone, later
     if unet_formats:
         entries += export_preset(preset, ("unet",), unet_formats, settings.precisions, artifacts,
                                  checkpoint_dir=settings.checkpoint_dir, progress=progress)
