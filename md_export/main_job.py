@@ -95,7 +95,8 @@ def run_main_job(preset: Preset, out: str | Path, settings: MainJobSettings, pro
     # reference (README command 1 peaked at 7.85 GB, 2-core Xeon) or after the UNet's other formats
     # in their child (8.1 GB) it left no room under 8 GB. Beside them the export holds at most
     # about 3 GB (UNet first, its weights freed after its last format), the torch reference 3.5 GB
-    # and the calibration 3.1 GB, up to 4.3 GB while it samples the decoder's latents.
+    # and the calibration 3.1 GB; all of them 7.6 GB while the decoder was exported and its
+    # calibration latents sampled, which is where the other placements went over.
     stage("export")
     report["concurrent_stages"] = {"export": ["torch reference image"] + (["calibration"] if recipes else [])}
     stop = threading.Event()
